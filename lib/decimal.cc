@@ -107,41 +107,37 @@ Result<Decimal> Decimal::checked_mul(uint64_t n) const {
 }
 
 namespace {
-// q = a / d rounded half away from zero, for a >= 0, d > 0.
-unsigned __int128 div_round(unsigned __int128 a, unsigned __int128 d) {
-  unsigned __int128 q = a / d, r = a % d;
-  if (r >= d - r) ++q;
-  return q;
-}
-
-// Multiplies two 128-bit magnitudes and divides by `den` without losing the high half:
-// splits a into 64-bit halves so each partial product fits. Returns false on overflow.
-bool mul_div_u128(unsigned __int128 a, unsigned __int128 b, unsigned __int128 den, unsigned __int128* out) {
-  unsigned __int128 p;
-  if (!__builtin_mul_overflow(a, b, &p)) {
-    *out = div_round(p, den);
-    return true;
+// a * b / den, rounded half away from zero. Both factors may be near 2^127, so the product
+// can need 256 bits: it is formed in four 64-bit limbs and divided limb by limb. Each step
+// divides (rem * 2^64 + limb) with rem < den < 2^64, which fits in 128 bits. Returns false
+// when the quotient does not fit in 128 bits.
+bool mul_div_u128(unsigned __int128 a, unsigned __int128 b, uint64_t den, unsigned __int128* out) {
+  using u128 = unsigned __int128;
+  constexpr u128 kLow = ~static_cast<uint64_t>(0);
+  const u128 a0 = a & kLow, a1 = a >> 64, b0 = b & kLow, b1 = b >> 64;
+  const u128 p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+  const u128 mid = (p00 >> 64) + (p01 & kLow) + (p10 & kLow);           // < 3 * 2^64
+  const u128 high = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);      // < 2^128: a*b < 2^256
+  const uint64_t limbs[4] = {static_cast<uint64_t>(p00), static_cast<uint64_t>(mid),
+                             static_cast<uint64_t>(high), static_cast<uint64_t>(high >> 64)};
+  uint64_t q[4];
+  u128 rem = 0;
+  for (int i = 3; i >= 0; --i) {
+    const u128 cur = (rem << 64) | limbs[i];
+    q[i] = static_cast<uint64_t>(cur / den);
+    rem = cur % den;
   }
-  // Long form: a = ah*2^64 + al, result = (ah*b*2^64 + al*b) / den.
-  // Only reached for amounts near the range limit; compute with remainders.
-  unsigned __int128 ah = a >> 64, al = a & ~static_cast<uint64_t>(0);
-  unsigned __int128 hb;
-  if (__builtin_mul_overflow(ah, b, &hb)) return false;
-  unsigned __int128 q1 = hb / den, r1 = hb % den;  // (hb * 2^64)/den = q1*2^64 + (r1*2^64)/den
-  if (q1 >> 63) return false;
-  unsigned __int128 lb;
-  if (__builtin_mul_overflow(al, b, &lb)) return false;
-  unsigned __int128 r1s;
-  if (__builtin_mul_overflow(r1, static_cast<unsigned __int128>(1) << 64, &r1s)) return false;
-  unsigned __int128 rest;
-  if (__builtin_add_overflow(r1s, lb, &rest)) return false;
-  unsigned __int128 total;
-  if (__builtin_add_overflow(q1 << 64, div_round(rest, den), &total)) return false;
-  *out = total;
+  if (q[3] != 0 || q[2] != 0) return false;
+  u128 quotient = (static_cast<u128>(q[1]) << 64) | q[0];
+  if (rem >= den - rem) {
+    if (quotient == ~static_cast<u128>(0)) return false;
+    ++quotient;
+  }
+  *out = quotient;
   return true;
 }
 
-Result<Decimal> signed_mul_div(__int128 a, unsigned __int128 b, unsigned __int128 den, bool negate_b) {
+Result<Decimal> signed_mul_div(__int128 a, unsigned __int128 b, uint64_t den, bool negate_b) {
   bool neg = (a < 0) != negate_b;
   unsigned __int128 mag = a < 0 ? -static_cast<unsigned __int128>(a) : static_cast<unsigned __int128>(a);
   unsigned __int128 r;
@@ -159,17 +155,38 @@ Result<Decimal> Decimal::checked_mul_div(uint64_t num, uint64_t den) const {
 
 Result<Decimal> Decimal::checked_mul(Decimal o) const {
   unsigned __int128 b = o.raw_ < 0 ? -static_cast<unsigned __int128>(o.raw_) : static_cast<unsigned __int128>(o.raw_);
-  return signed_mul_div(raw_, b, static_cast<unsigned __int128>(kOne), o.raw_ < 0);
+  return signed_mul_div(raw_, b, static_cast<uint64_t>(kOne), o.raw_ < 0);
 }
 
 uint32_t Decimal::percent_of(Decimal limit) const {
   if (raw_ <= 0) return 0;
   if (limit.raw_ <= 0) return 100;
-  // raw_ * 100 may overflow near the range limit; divide first in that case.
-  __int128 p;
-  if (__builtin_mul_overflow(raw_, 100, &p)) p = raw_ / (limit.raw_ / 100 == 0 ? 1 : limit.raw_ / 100) ;
-  else p /= limit.raw_;
-  return p > 100000 ? 100000u : static_cast<uint32_t>(p);
+  constexpr uint32_t kCap = 100000;
+  const __int128 whole = raw_ / limit.raw_;
+  if (whole >= kCap / 100) return kCap;
+  // The remainder's share, floor(100 * r / limit) for r < limit. raw_ * 100 can overflow
+  // near the range limit, so it is formed by shift-and-add over the bits of 100, reducing
+  // modulo limit at each step: no intermediate passes 2 * limit < 2^128.
+  const unsigned __int128 l = static_cast<unsigned __int128>(limit.raw_);
+  const unsigned __int128 r = static_cast<unsigned __int128>(raw_ % limit.raw_);
+  unsigned __int128 rem = 0;
+  uint32_t share = 0;
+  for (int bit = 6; bit >= 0; --bit) {  // 100 = 0b1100100
+    share <<= 1;
+    rem <<= 1;
+    if (rem >= l) {
+      rem -= l;
+      ++share;
+    }
+    if ((100 >> bit) & 1) {
+      rem += r;
+      if (rem >= l) {
+        rem -= l;
+        ++share;
+      }
+    }
+  }
+  return static_cast<uint32_t>(whole) * 100 + share;
 }
 
 }  // namespace budgetd

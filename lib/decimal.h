@@ -53,7 +53,11 @@ class Decimal {
   // this * o, rounded half away from zero to kScale digits.
   Result<Decimal> checked_mul(Decimal o) const;
   // max(this - o, 0): "remaining" never goes below zero.
-  Decimal saturating_sub(Decimal o) const { return raw_ > o.raw_ ? Decimal(raw_ - o.raw_) : Decimal(); }
+  Decimal saturating_sub(Decimal o) const {
+    __int128 r;
+    if (__builtin_sub_overflow(raw_, o.raw_, &r)) return max();
+    return r > 0 ? Decimal(r) : Decimal();
+  }
   // Saturating add for counters that must keep counting (a recorded usage always counts).
   Decimal saturating_add(Decimal o) const;
 
