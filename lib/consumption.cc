@@ -106,16 +106,15 @@ Result<ConsumeResult> Engine::consume(const ConsumeRequest& req) {
   };
 
   ConsumeResult out;
-  ChargeList c;
-  (void)c.add(*id, req.amount);
-  auto refusal = admit(*r, c);
-  if (!refusal) {
-    // Above an approval threshold anywhere on the path: hold it for an operator.
+  // Above an approval threshold anywhere on the path: hold `amount` for an operator.
+  auto await_approval = [&](Decimal amount) -> Result<bool> {
     for (const ScopeNode* m = r->scope; m; m = m->parent) {
       const Slot* s = m->find_slot(*id);
-      if (!s || s->approval == kUnlimitedAmount || req.amount <= s->approval) continue;
+      if (!s || s->approval == kUnlimitedAmount || amount <= s->approval) continue;
+      ChargeList held;
+      (void)held.add(*id, amount);
       Hold h{HoldKind::pending, r->process ? r->process->id : std::string(), std::string(r->thread_id), r->scope,
-             c, clock_.now(), clock_.now() + config_.pending_ttl, req.resource, req.context};
+             held, clock_.now(), clock_.now() + config_.pending_ttl, req.resource, req.context};
       auto hid = add_hold(std::move(h));
       if (!hid) return std::unexpected(hid.error());
       ++stats_.pending;
@@ -123,20 +122,30 @@ Result<ConsumeResult> Engine::consume(const ConsumeRequest& req) {
       out.request_id = *hid;
       out.expires_at = clock_.now() + config_.pending_ttl;
       out.remaining = remaining_after();
-      out.refusal = Refusal{Reason::approval_required, m->path, req.resource, req.amount, s->approval, Duration{0},
+      out.refusal = Refusal{Reason::approval_required, m->path, req.resource, amount, s->approval, Duration{0},
                             "Awaiting operator approval."};
       Event e = make_event(EventKind::pending_created, m->path);
       if (r->process) e.process = r->process->id;
       e.thread = std::string(r->thread_id);
       e.resource = req.resource;
-      e.used = req.amount;
+      e.used = amount;
       e.limit = s->approval;
       e.ref = *hid;
       e.reason = Reason::approval_required;
-      e.message = "Consumption of " + req.amount.to_string() + " " + req.resource + " awaits approval.";
+      e.message = "Consumption of " + amount.to_string() + " " + req.resource + " awaits approval.";
       push_event(std::move(e));
-      return out;
+      return true;
     }
+    return false;
+  };
+
+  ChargeList c;
+  (void)c.add(*id, req.amount);
+  auto refusal = admit(*r, c);
+  if (!refusal) {
+    auto pending = await_approval(req.amount);
+    if (!pending) return std::unexpected(pending.error());
+    if (*pending) return out;
     charge(*r, c, nullptr);
     ++stats_.consumed_count;
     out.status = ConsumeStatus::approved;
@@ -154,6 +163,10 @@ Result<ConsumeResult> Engine::consume(const ConsumeRequest& req) {
       ChargeList part;
       (void)part.add(*id, room);
       if (!admit(*r, part)) {
+        // A partial grant is a consumption too: above a threshold, it waits for approval.
+        auto pending = await_approval(room);
+        if (!pending) return std::unexpected(pending.error());
+        if (*pending) return out;
         charge(*r, part, nullptr);
         ++stats_.partial;
         out.status = ConsumeStatus::partial;
@@ -172,8 +185,9 @@ Result<ConsumeResult> Engine::consume(const ConsumeRequest& req) {
 }
 
 ConsumeResult Engine::decide(uint64_t id, bool approve, std::string_view outcome) {
-  auto it = holds_.find(id);
-  Hold h = std::move(it->second);
+  // A copy, not a move: drop_hold resolves the process and thread from the stored hold, and
+  // a moved-from one would leave their held amounts behind.
+  Hold h = holds_.at(id);
   drop_hold(id);
   --stats_.pending;
   ConsumeResult out;

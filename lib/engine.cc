@@ -3,6 +3,7 @@
 #include "lib/engine.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "lib/plans.h"
 
@@ -17,6 +18,11 @@ bool id_char(char c) { return c > ' ' && c < 127 && c != '/'; }
 bool path_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
          c == '.' || c == ':' || c == '@' || c == '-';
+}
+
+uint64_t sat_add(uint64_t a, uint64_t b) {
+  uint64_t r;
+  return __builtin_add_overflow(a, b, &r) ? std::numeric_limits<uint64_t>::max() : r;
 }
 
 std::string period_phrase(ResetPeriod p) {
@@ -50,6 +56,8 @@ Result<std::string> normalize_path(std::string_view path) {
     if (!path_char(c)) return fail(Errc::invalid_id, "scope path has a character outside [A-Za-z0-9_.:@-]");
     ++seg;
   }
+  // Only one trailing '/' is dropped: "a//" ends in an empty segment.
+  if (seg == 0) return fail(Errc::invalid_id, "empty segment in scope path");
   return std::string(path);
 }
 
@@ -77,6 +85,7 @@ const Engine::Slot* Engine::ScopeNode::find_slot(ResourceId id) const {
 Engine::Engine(const Clock& clock, EngineConfig config)
     : clock_(clock),
       config_(std::move(config)),
+      rate_limiter_(clock),
       thread_default_(config_.thread_default_max_tokens),
       default_quota_(std::make_shared<const ResourceQuota>(config_.default_quota)) {
   if (config_.thresholds.size() > 6) config_.thresholds.resize(6);
@@ -222,11 +231,20 @@ Result<ScopeView> Engine::get_scope(std::string_view path) const {
   const ScopeNode* n = find_scope(*norm);
   if (!n) return fail(Errc::unknown_scope, *norm);
   ScopeView v{n->path, n->plan, n->tier, n->reset, n->last_reset_at, n->next_reset_at, {}};
+  // A reset that fell due since the last mutating call is shown as applied (this is const
+  // and cannot catch up), so the view never depends on how often advance() runs.
+  const TimePoint now = clock_.now();
+  const bool reset_pending = n->reset != ResetPeriod::never && n->next_reset_at <= now;
+  if (reset_pending) {
+    v.last_reset_at = period_start(n->reset, now);
+    v.next_reset_at = next_reset(n->reset, now);
+  }
   for (ResourceId id = 0; id < n->slots.size(); ++id) {
     const Slot& s = n->slots[id];
+    const Decimal used = reset_pending ? Decimal() : s.used;
     bool limited = s.hard != kUnlimitedAmount || s.soft != kUnlimitedAmount || s.approval != kUnlimitedAmount;
-    if (!limited && s.used.is_zero() && s.reserved.is_zero()) continue;
-    v.resources.push_back({std::string(resources_.name(id)), s.used, s.reserved, s.hard, s.soft, s.approval});
+    if (!limited && used.is_zero() && s.reserved.is_zero()) continue;
+    v.resources.push_back({std::string(resources_.name(id)), used, s.reserved, s.hard, s.soft, s.approval});
   }
   return v;
 }
@@ -250,6 +268,13 @@ Result<void> Engine::reset_scope(std::string_view path) {
 Result<void> Engine::set_template(LimitTemplate t) {
   auto id = validate_id(t.name);
   if (!id) return id;
+  // Checked as set_limits checks a node's limits: an unknown id would later index past
+  // the registry's names (get_scope), and a negative limit makes no sense.
+  for (const auto& [rid, spec] : t.limits) {
+    if (rid >= resources_.size()) return fail(Errc::unknown_resource, std::to_string(rid));
+    for (const auto& v : {spec.hard, spec.soft, spec.approval})
+      if (v && v->is_negative()) return fail(Errc::negative_amount, std::string(resources_.name(rid)));
+  }
   auto& table = t.kind == TemplateKind::plan ? plans_ : tiers_;
   table[t.name] = std::move(t);
   // Nodes that reference the template see the change at once.
@@ -294,6 +319,16 @@ bool over(Decimal used_and_held, Decimal amount, Decimal limit) {
 
 std::optional<Refusal> Engine::admit_path(const ScopeNode* n, const ChargeList& c) const {
   for (; n; n = n->parent) {
+    if (c.empty()) {
+      // A bare check (check_quota, a process's state): refused when any resource on the
+      // path has no room left, whatever the next action will ask for.
+      for (ResourceId id = 0; id < n->slots.size(); ++id) {
+        const Slot& s = n->slots[id];
+        Decimal held = s.used.saturating_add(s.reserved);
+        if (over(held, Decimal(), s.hard)) return scope_refusal(*n, id, held, s.hard);
+      }
+      continue;
+    }
     for (const auto& ch : c) {
       const Slot* s = n->find_slot(ch.id);
       if (!s) continue;
@@ -385,9 +420,10 @@ std::optional<Refusal> Engine::per_call_caps(const ResourceQuota& q, const Charg
 std::optional<Refusal> Engine::admit(const Resolved& r, const ChargeList& c) const {
   if (r.thread) {
     const Thread& t = *r.thread;
-    uint64_t used = t.prompt_tokens + t.completion_tokens;
+    // Saturating sums: counts near 2^64 must not wrap an exhausted thread back to fresh.
+    uint64_t used = sat_add(t.prompt_tokens, t.completion_tokens);
     uint64_t est = (c.get(res::tokens_in).saturating_add(c.get(res::tokens_out)).saturating_add(c.get(res::tokens))).to_u64_ceil();
-    uint64_t held = used + t.reserved;
+    uint64_t held = sat_add(used, t.reserved);
     if (used >= t.max_tokens || held >= t.max_tokens || est > t.max_tokens - held)
       return Refusal{Reason::thread_budget_exhausted, r.scope ? r.scope->path : "/", "tokens", Decimal::from_int(held),
                      Decimal::from_int(t.max_tokens), Duration{0}, "Thread token budget exhausted."};
@@ -532,10 +568,10 @@ void Engine::charge(const Resolved& r, const ChargeList& c, std::vector<Violatio
     Thread& t = *r.thread;
     uint64_t in = c.get(res::tokens_in).saturating_add(c.get(res::tokens)).to_u64_ceil();
     uint64_t o = c.get(res::tokens_out).to_u64_ceil();
-    uint64_t before = t.prompt_tokens + t.completion_tokens;
+    uint64_t before = sat_add(t.prompt_tokens, t.completion_tokens);
     if (__builtin_add_overflow(t.prompt_tokens, in, &t.prompt_tokens)) t.prompt_tokens = kUnlimited / 2;
     if (__builtin_add_overflow(t.completion_tokens, o, &t.completion_tokens)) t.completion_tokens = kUnlimited / 2;
-    uint64_t after = t.prompt_tokens + t.completion_tokens;
+    uint64_t after = sat_add(t.prompt_tokens, t.completion_tokens);
     if (before < t.max_tokens && after >= t.max_tokens) {
       Event e = make_event(EventKind::violation, r.scope ? r.scope->path : "/");
       if (r.process) e.process = r.process->id;

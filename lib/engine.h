@@ -31,6 +31,7 @@
 #include "lib/error.h"
 #include "lib/event.h"
 #include "lib/quota.h"
+#include "lib/ratelimit.h"
 #include "lib/reason.h"
 #include "lib/resource.h"
 
@@ -247,9 +248,16 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   const EngineConfig& config() const { return config_; }
+  // Applies a new configuration live (a reload): new processes get the new default quota,
+  // new threads the new default budget; thresholds and bounds change at once. Usage and
+  // existing processes' quotas are kept.
+  void reconfigure(const EngineConfig& config);
   ResourceRegistry& resources() { return resources_; }
   const ResourceRegistry& resources() const { return resources_; }
   TimePoint now() const { return clock_.now(); }
+  // Seed 002's RateLimiter, on the engine's clock.
+  RateLimiter& rate_limiter() { return rate_limiter_; }
+  const RateLimiter& rate_limiter() const { return rate_limiter_; }
 
   // ---- Processes (seed 002 ResourceTracker) -------------------------------------------
   // false when the pid is already allocated. `scope` places it in the tree (default: the
@@ -472,6 +480,7 @@ class Engine {
   const Clock& clock_;
   EngineConfig config_;
   ResourceRegistry resources_;
+  RateLimiter rate_limiter_;
   uint64_t thread_default_;
   std::shared_ptr<const ResourceQuota> default_quota_;
 

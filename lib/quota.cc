@@ -20,10 +20,18 @@ Result<Action> parse_action(std::string_view s) {
   return fail(Errc::invalid_argument, "unknown action: " + std::string(s.substr(0, 64)));
 }
 
+namespace {
+
+// A limit is hit when used >= limit; an unlimited limit never is, not even by a counter that
+// saturated at the same maximum value.
+bool reached(uint64_t used, uint64_t limit) { return limit != kUnlimited && used >= limit; }
+
+}  // namespace
+
 bool ResourceQuota::is_within_bounds(uint64_t llm_calls, uint64_t tool_calls, uint64_t agent_hops,
                                      uint64_t iterations) const {
-  return llm_calls < max_llm_calls && tool_calls < max_tool_calls && agent_hops < max_agent_hops &&
-         iterations < max_iterations;
+  return !reached(llm_calls, max_llm_calls) && !reached(tool_calls, max_tool_calls) &&
+         !reached(agent_hops, max_agent_hops) && !reached(iterations, max_iterations);
 }
 
 namespace {
@@ -31,8 +39,8 @@ namespace {
 Result<uint64_t> parse_count(std::string_view name, std::string_view v) {
   if (v == "unlimited") return kUnlimited;
   uint64_t out = 0;
-  if (v.empty() || v[0] == '-')
-    return fail(Errc::negative_amount, std::string(name) + " must be a count >= 0");
+  if (v.empty()) return fail(Errc::invalid_argument, std::string(name) + " is empty");
+  if (v[0] == '-') return fail(Errc::negative_amount, std::string(name) + " must be a count >= 0");
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
   if (ec == std::errc::result_out_of_range) return fail(Errc::overflow, std::string(name));
   if (ec != std::errc() || p != v.data() + v.size())
@@ -115,12 +123,12 @@ uint64_t ResourceUsage::tokens() const {
 }
 
 Reason ResourceUsage::exceeds_quota(const ResourceQuota& q) const {
-  if (llm_calls >= q.max_llm_calls) return Reason::max_llm_calls_exceeded;
-  if (tool_calls >= q.max_tool_calls) return Reason::max_tool_calls_exceeded;
-  if (agent_hops >= q.max_agent_hops) return Reason::max_agent_hops_exceeded;
-  if (iterations >= q.max_iterations) return Reason::max_iterations_exceeded;
-  if (tokens() >= q.max_tokens) return Reason::max_tokens_exceeded;
-  if (cost >= q.max_cost) return Reason::max_cost_exceeded;
+  if (reached(llm_calls, q.max_llm_calls)) return Reason::max_llm_calls_exceeded;
+  if (reached(tool_calls, q.max_tool_calls)) return Reason::max_tool_calls_exceeded;
+  if (reached(agent_hops, q.max_agent_hops)) return Reason::max_agent_hops_exceeded;
+  if (reached(iterations, q.max_iterations)) return Reason::max_iterations_exceeded;
+  if (reached(tokens(), q.max_tokens)) return Reason::max_tokens_exceeded;
+  if (q.max_cost != kUnlimitedAmount && cost >= q.max_cost) return Reason::max_cost_exceeded;
   return Reason::none;
 }
 

@@ -76,6 +76,7 @@ void Engine::expire_hold(uint64_t id, TimePoint when) {
   e.thread = h.thread;
   e.ref = id;
   e.reason = Reason::reservation_expired;
+  e.outcome = "expired";
   e.message = "Reservation expired; its hold was freed.";
   push_event(std::move(e));
   Hold tombstone = it->second;
@@ -90,8 +91,9 @@ Result<ReserveResult> Engine::reserve(const Target& target, const ChargeList& es
   if (ttl == Duration{0}) ttl = config_.default_reservation_ttl;
   if (ttl > config_.max_reservation_ttl) return fail(Errc::invalid_argument, "ttl above the maximum");
   for (const auto& ch : estimate) {
-    if (ch.amount.is_negative()) return fail(Errc::negative_amount, std::string(resources_.name(ch.id)));
+    // The id first: naming an unknown id would read past the registry.
     if (ch.id >= resources_.size()) return fail(Errc::unknown_resource, std::to_string(ch.id));
+    if (ch.amount.is_negative()) return fail(Errc::negative_amount, std::string(resources_.name(ch.id)));
   }
   auto r = resolve(target, true);
   if (!r) return std::unexpected(r.error());
@@ -114,18 +116,22 @@ Result<CommitResult> Engine::commit(uint64_t id, const UsageReport& actual) {
   catch_up();
   CommitResult out;
   auto it = holds_.find(id);
+  auto ex = expired_ids_.find(id);
+  const bool live = it != holds_.end() && it->second.kind == HoldKind::reservation;
+  if (!live && ex == expired_ids_.end()) return fail(Errc::unknown_reservation, std::to_string(id));
+  // A report that cannot be recorded is refused before the hold is touched, so the caller
+  // can correct it and commit again.
+  if (auto valid = report_charges(actual); !valid) return std::unexpected(valid.error());
   Resolved r;
-  if (it != holds_.end() && it->second.kind == HoldKind::reservation) {
+  if (live) {
     r = resolve_hold(it->second);
     drop_hold(id);
-  } else if (auto ex = expired_ids_.find(id); ex != expired_ids_.end()) {
+  } else {
     // The hold is gone, but the call it guarded happened: record it, and say so.
     out.expired = true;
     out.reason = Reason::reservation_expired;
     r = resolve_hold(ex->second);
     expired_ids_.erase(ex);
-  } else {
-    return fail(Errc::unknown_reservation, std::to_string(id));
   }
   auto rec = record_resolved(r, actual, std::nullopt);
   if (!rec) return std::unexpected(rec.error());

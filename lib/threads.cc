@@ -43,7 +43,8 @@ Result<Engine::Thread*> Engine::ensure_thread(std::string_view id, std::string_v
 }
 
 ThreadUsage Engine::thread_view(std::string_view id, const Thread& t) const {
-  uint64_t total = t.prompt_tokens + t.completion_tokens;
+  uint64_t total;  // saturating: a wrapped total would make an exhausted thread look fresh
+  if (__builtin_add_overflow(t.prompt_tokens, t.completion_tokens, &total)) total = kUnlimited;
   return ThreadUsage{std::string(id),
                      t.prompt_tokens,
                      t.completion_tokens,
@@ -71,12 +72,13 @@ Result<std::optional<Refusal>> Engine::check_budget(std::string_view thread, uin
   if (!t) return std::unexpected(t.error());
   Resolved r{find_process((*t)->process), *t, (*t)->scope, thread};
   if (r.process) r.scope = r.process->scope;
+  // The estimate is a total (prompt + completion), so it is charged as unattributed
+  // `tokens`: as tokens_in it would be judged against the per-call input cap.
   ChargeList c;
-  if (estimated_tokens) (void)c.add(res::tokens_in, Decimal::from_int(estimated_tokens));
-  // The thread's own budget first, so seed 003's answer (thread_budget_exhausted) wins.
-  auto refusal = admit(Resolved{nullptr, *t, nullptr, thread}, c);
-  if (!refusal) refusal = admit(r, c);
-  return refusal;
+  if (estimated_tokens) (void)c.add(res::tokens, Decimal::from_int(estimated_tokens));
+  // admit() asks the thread's own budget first, so seed 003's answer
+  // (thread_budget_exhausted) wins, and names the node the thread charges.
+  return admit(r, c);
 }
 
 Result<ThreadUsage> Engine::consume(std::string_view thread, uint64_t prompt_tokens, uint64_t completion_tokens,
@@ -118,9 +120,13 @@ std::vector<ThreadUsage> Engine::get_all_thread_usage() const {
 // current default. The tokens stay charged on the process and the path: they were used.
 bool Engine::reset_thread(std::string_view thread) {
   catch_up();
+  const Thread* t = find_thread(thread);
+  if (!t) return false;
+  const Process* p = find_process(t->process);
+  const ScopeNode* node = p ? p->scope : t->scope;
+  std::string path = node ? node->path : std::string("/");
   auto final = cleanup_thread(thread);
-  if (!final) return false;
-  Event e = make_event(EventKind::reset, "/");
+  Event e = make_event(EventKind::reset, std::move(path));
   e.thread = std::string(thread);
   e.process = final->process;
   e.message = "Thread budget reset.";

@@ -10,6 +10,20 @@ Duration secs(uint64_t s) {
   // Timeouts beyond ~68 years are as good as unlimited; clamp so chrono math cannot overflow.
   return seconds(static_cast<int64_t>(std::min<uint64_t>(s, uint64_t{1} << 31)));
 }
+
+// A bare "is there any room left?" check: a zero amount of every resource a process charges.
+// An empty ChargeList would ask the process only, because admit_path walks the charges:
+// an ancestor scope at its limit would go unnoticed.
+const ChargeList& bare_check() {
+  static const ChargeList c = [] {
+    ChargeList l;
+    for (ResourceId id : {res::llm_calls, res::tool_calls, res::agent_hops, res::iterations,
+                          res::tokens_in, res::tokens_out, res::tokens, res::cost})
+      (void)l.add(id, Decimal());
+    return l;
+  }();
+  return c;
+}
 }  // namespace
 
 Engine::Process* Engine::find_process(std::string_view pid) {
@@ -94,7 +108,13 @@ bool Engine::release(std::string_view pid) {
   std::vector<uint64_t> orphaned;
   for (const auto& [id, h] : holds_)
     if (h.process == p.id) orphaned.push_back(id);
-  for (uint64_t id : orphaned) drop_hold(id);
+  // A pending consumption is decided (denied), so its requester and the stats hear of it.
+  for (uint64_t id : orphaned) {
+    if (holds_.at(id).kind == HoldKind::pending)
+      decide(id, false, "released");
+    else
+      drop_hold(id);
+  }
   Event e = process_event(EventKind::released, p);
   e.usage = p.usage;
   e.message = "Process released.";
@@ -151,8 +171,8 @@ Result<ChargeList> Engine::report_charges(const UsageReport& r) const {
   if (r.cost.is_negative()) return fail(Errc::negative_amount, "cost");
   if (!r.cost.is_zero()) (void)c.add(res::cost, r.cost);
   for (const auto& ch : r.extra) {
-    if (ch.amount.is_negative()) return fail(Errc::negative_amount, std::string(resources_.name(ch.id)));
     if (ch.id >= resources_.size()) return fail(Errc::unknown_resource, std::to_string(ch.id));
+    if (ch.amount.is_negative()) return fail(Errc::negative_amount, std::string(resources_.name(ch.id)));
     if (auto a = c.add(ch.id, ch.amount); !a) return std::unexpected(a.error());
   }
   return c;
@@ -179,6 +199,8 @@ Result<RecordResult> Engine::record_resolved(Resolved r, const UsageReport& repo
       out.violations.push_back(*cap);
     }
   }
+  // Seed 003 counts every request on a thread.
+  if (r.thread) ++r.thread->request_count;
   charge(r, *charges, &out.violations);
   if (r.process) out.usage = r.process->usage;
   return out;
@@ -189,6 +211,8 @@ Result<RecordResult> Engine::record_usage(std::string_view pid, const UsageRepor
   if (auto v = validate_id(pid); !v) return std::unexpected(v.error());
   Process* p = find_process(pid);
   if (!p) {
+    // A report that will be refused must not leave a new process behind.
+    if (auto c = report_charges(report); !c) return std::unexpected(c.error());
     auto a = allocate(pid);
     if (!a) return std::unexpected(a.error());
     p = find_process(pid);
@@ -229,7 +253,7 @@ Result<std::optional<Refusal>> Engine::check_quota(std::string_view pid) {
   const Process* p = find_process(pid);
   if (!p) return fail(Errc::unknown_process, std::string(pid));
   Resolved r{const_cast<Process*>(p), nullptr, p->scope, {}};
-  return admit(r, ChargeList{});
+  return admit(r, bare_check());
 }
 
 std::optional<RemainingBudget> Engine::get_remaining_budget(std::string_view pid) const {
@@ -280,7 +304,7 @@ ProcessView Engine::view(const Process& p) const {
   ProcessView v{p.id, p.scope->path, *p.quota, p.usage, p.reserved, p.allocated_at,
                 to_seconds_f(clock_.now() - p.allocated_at), p.owner, Reason::none};
   Resolved r{const_cast<Process*>(&p), nullptr, p.scope, {}};
-  if (auto ref = admit(r, ChargeList{})) v.state = ref->reason;
+  if (auto ref = admit(r, bare_check())) v.state = ref->reason;
   return v;
 }
 

@@ -9,7 +9,7 @@ packages=(
   libuv1-dev libtomlplusplus-dev libspdlog-dev libfmt-dev libsystemd-dev
   libsqlite3-dev libsimdjson-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libhiredis-dev redis-server
+  libhiredis-dev redis-server varlink-go
   systemd procps
 )
 

@@ -1,0 +1,57 @@
+// A small streaming JSON writer for replies. Parsing is simdjson's job; writing is only
+// escaping and commas, and doing it by hand keeps the reply path free of a DOM.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "lib/decimal.h"
+
+namespace budgetd::ipc {
+
+class JsonWriter {
+ public:
+  explicit JsonWriter(std::string& out) : out_(out) {}
+
+  JsonWriter& begin_object();
+  JsonWriter& end_object();
+  JsonWriter& begin_array();
+  JsonWriter& end_array();
+  JsonWriter& key(std::string_view k);
+
+  JsonWriter& str(std::string_view v);
+  JsonWriter& u64(uint64_t v);
+  JsonWriter& i64(int64_t v);
+  JsonWriter& boolean(bool v);
+  JsonWriter& dbl(double v);
+  JsonWriter& null();
+  // Decimal amounts travel as strings so no client parses money into a binary float.
+  JsonWriter& decimal(Decimal v) { return str(v.to_string()); }
+  // Inserts already-encoded JSON as one value.
+  JsonWriter& raw(std::string_view json);
+
+  // key + value shorthands.
+  JsonWriter& field(std::string_view k, std::string_view v) { return key(k).str(v); }
+  JsonWriter& field(std::string_view k, const char* v) { return key(k).str(v); }
+  JsonWriter& field(std::string_view k, const std::string& v) { return key(k).str(v); }
+  JsonWriter& field(std::string_view k, uint64_t v) { return key(k).u64(v); }
+  JsonWriter& field(std::string_view k, uint32_t v) { return key(k).u64(v); }
+  JsonWriter& field(std::string_view k, int64_t v) { return key(k).i64(v); }
+  JsonWriter& field(std::string_view k, int v) { return key(k).i64(v); }
+  JsonWriter& field(std::string_view k, bool v) { return key(k).boolean(v); }
+  JsonWriter& field(std::string_view k, double v) { return key(k).dbl(v); }
+  JsonWriter& field(std::string_view k, Decimal v) { return key(k).decimal(v); }
+
+  std::string& out() { return out_; }
+
+ private:
+  void sep();
+  std::string& out_;
+  bool need_comma_ = false;
+};
+
+// Appends `s` as a quoted JSON string.
+void append_json_string(std::string& out, std::string_view s);
+
+}  // namespace budgetd::ipc

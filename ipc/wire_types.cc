@@ -1,0 +1,181 @@
+#include "ipc/wire_types.h"
+
+#include "ipc/errors.h"
+#include "ipc/methods.h"
+#include "lib/calendar.h"
+
+namespace budgetd::ipc {
+
+JsonWriter& write_quota(JsonWriter& w, const ResourceQuota& q) {
+  w.begin_object();
+  for (const auto& [name, value] : q.fields()) w.field(name, value);
+  return w.end_object();
+}
+
+JsonWriter& write_usage(JsonWriter& w, const ResourceUsage& u, double elapsed_seconds) {
+  return w.begin_object()
+      .field("llm_calls", u.llm_calls)
+      .field("tool_calls", u.tool_calls)
+      .field("agent_hops", u.agent_hops)
+      .field("iterations", u.iterations)
+      .field("tokens_in", u.tokens_in)
+      .field("tokens_out", u.tokens_out)
+      .field("tokens", u.tokens())
+      .field("cost", u.cost)
+      .field("elapsed_seconds", elapsed_seconds)
+      .end_object();
+}
+
+JsonWriter& write_violation(JsonWriter& w, const Refusal& r) {
+  write_refusal(w, r);
+  return w;
+}
+
+void write_consume_result(JsonWriter& w, const ConsumeResult& r) {
+  w.field("status", consume_status_name(r.status));
+  w.field("granted", r.granted);
+  w.field("remaining", limit_text(r.remaining));
+  if (r.refusal) {
+    w.key("violation").begin_object();
+    write_violation(w, *r.refusal).end_object();
+  }
+  if (r.status == ConsumeStatus::pending) {
+    w.field("request_id", r.request_id);
+    w.field("expires_at", format_utc(r.expires_at));
+  }
+}
+
+void write_rate_limit_result(JsonWriter& w, const RateLimitResult& r) {
+  w.field("exceeded", r.exceeded);
+  w.field("remaining", r.remaining == kUnlimitedRemaining ? uint64_t{0} : r.remaining);
+  if (r.remaining == kUnlimitedRemaining) w.field("unlimited", true);
+  if (!r.limit_type.empty()) w.field("limit_type", r.limit_type);
+  w.field("current", r.current).field("limit", r.limit);
+  w.field("retry_after", to_seconds_f(r.retry_after));
+}
+
+void write_watching(JsonWriter& w, TimePoint now) {
+  w.key("event").begin_object();
+  w.field("kind", "watching").field("at", format_utc(now)).field("path", "/");
+  w.field("message", "Watching events.");
+  w.end_object();
+}
+
+void write_event(JsonWriter& w, const Event& e) {
+  w.key("event").begin_object();
+  w.field("kind", event_kind_name(e.kind));
+  w.field("at", format_utc(e.at));
+  w.field("path", e.path);
+  if (!e.process.empty()) w.field("process", e.process);
+  if (!e.thread.empty()) w.field("thread", e.thread);
+  if (!e.resource.empty()) {
+    w.field("resource", e.resource);
+    w.field("used", limit_text(e.used));
+    w.field("limit", limit_text(e.limit));
+  }
+  if (e.percent) w.field("percent", e.percent);
+  if (e.reason != Reason::none) w.field("reason", reason_name(e.reason));
+  if (e.action != Action::none) {
+    w.field("action", action_name(e.action));
+    w.field("grace_seconds", e.grace_seconds);
+  }
+  if (e.ref) w.field("ref", e.ref);
+  if (!e.outcome.empty()) w.field("outcome", e.outcome);
+  w.field("message", e.message);
+  if (e.usage) {
+    w.key("usage");
+    write_usage(w, *e.usage, 0);
+  }
+  w.end_object();
+}
+
+Result<void> read_quota_input(Params& p, ResourceQuota& quota) {
+  if (!p.ok()) return fail(Errc::invalid_argument, "quota");
+  for (auto name : ResourceQuota::field_names()) {
+    auto text = p.scalar_text(name);
+    if (!p.ok()) return fail(Errc::invalid_argument, std::string(name));
+    if (!text) continue;
+    if (auto r = quota.set_field(name, *text); !r) return r;
+  }
+  return {};
+}
+
+namespace {
+
+struct Cumulative {
+  std::string_view name;
+  uint64_t ResourceQuota::*field;
+  Reason reason;
+};
+constexpr Cumulative kCumulative[] = {
+    {"max_llm_calls", &ResourceQuota::max_llm_calls, Reason::max_llm_calls_exceeded},
+    {"max_tool_calls", &ResourceQuota::max_tool_calls, Reason::max_tool_calls_exceeded},
+    {"max_agent_hops", &ResourceQuota::max_agent_hops, Reason::max_agent_hops_exceeded},
+    {"max_iterations", &ResourceQuota::max_iterations, Reason::max_iterations_exceeded},
+    {"max_tokens", &ResourceQuota::max_tokens, Reason::max_tokens_exceeded},
+};
+
+bool within_scope(std::string_view place, std::string_view parent_scope) {
+  if (parent_scope == "/") return true;
+  std::string_view p = place;
+  if (p.starts_with('/')) p.remove_prefix(1);
+  return p == parent_scope || (p.starts_with(parent_scope) && p.size() > parent_scope.size() && p[parent_scope.size()] == '/');
+}
+
+}  // namespace
+
+bool delegate(CallContext& ctx, ResourceQuota& quota, std::string& place) {
+  const ResourceQuota& def = ctx.engine.config().default_quota;
+  const std::string parent_id = std::to_string(ctx.peer.pid);
+  auto parent = ctx.engine.get_process(parent_id);
+  auto deny = [&](std::string message) {
+    ctx.reply.error(err::kPermissionDenied).field("message", message);
+    return false;
+  };
+  if (!parent) {
+    // No budget of its own: an agent may grant at most the operator's default.
+    for (const auto& c : kCumulative)
+      if (quota.*c.field > def.*c.field) return deny(std::string(c.name) + " above the default quota");
+    if (quota.max_cost > def.max_cost) return deny("max_cost above the default quota");
+    if (quota.timeout_seconds > def.timeout_seconds) return deny("timeout_seconds above the default quota");
+    if (!place.empty() && place != "/") return deny("only operators place processes in scopes");
+    return true;
+  }
+  auto rem = ctx.engine.get_remaining_budget(parent_id);
+  const uint64_t remaining[] = {rem->llm_calls, rem->tool_calls, rem->agent_hops, rem->iterations, rem->tokens};
+  std::vector<std::pair<std::string, std::string>> carve;
+  for (std::size_t i = 0; i < std::size(kCumulative); ++i) {
+    const auto& c = kCumulative[i];
+    if (remaining[i] == kUnlimited) continue;
+    uint64_t& want = quota.*c.field;
+    if (want > remaining[i]) {
+      if (want != def.*c.field) {
+        Refusal r{c.reason, parent->scope, std::string(c.name.substr(4)), Decimal::from_int(want),
+                  Decimal::from_int(remaining[i]), Duration{0},
+                  "A child budget must fit in the parent's remaining budget."};
+        ctx.reply.refuse(r);
+        return false;
+      }
+      want = remaining[i];  // left at the default: grant what is left
+    }
+    carve.emplace_back(std::string(c.name), std::to_string(parent->quota.*c.field - want));
+  }
+  if (rem->cost != kUnlimitedAmount) {
+    if (quota.max_cost > rem->cost) quota.max_cost = rem->cost;
+    carve.emplace_back("max_cost", parent->quota.max_cost.saturating_sub(quota.max_cost).to_string());
+  }
+  if (rem->time_seconds != INT64_MAX && quota.timeout_seconds > static_cast<uint64_t>(rem->time_seconds)) {
+    quota.timeout_seconds = static_cast<uint64_t>(rem->time_seconds);
+    quota.soft_timeout_seconds = std::min(quota.soft_timeout_seconds, quota.timeout_seconds);
+  }
+  if (place.empty()) place = parent->scope;
+  if (!within_scope(place, parent->scope)) return deny("a child budget must sit in the parent's scope");
+  // The grant leaves the parent's budget: what the child may spend, the parent no longer can.
+  if (auto a = ctx.engine.adjust_quota(parent_id, carve); !a) {
+    ctx.reply.fail(a.error());
+    return false;
+  }
+  return true;
+}
+
+}  // namespace budgetd::ipc
