@@ -47,17 +47,18 @@ bool params_ok(CallContext& ctx) {
   return false;
 }
 
-// Reads optional "amounts": [{resource, amount}] into `out`.
+// Reads optional "amounts": [{resource, amount}] into `out`. On false the reply is written
+// (InvalidParameter for this or any earlier bad parameter).
 bool read_amounts(CallContext& ctx, ChargeList& out) {
   auto arr = ctx.params.array("amounts");
-  if (!arr) return ctx.params.ok();
+  if (!arr) return params_ok(ctx);
   for (auto el : *arr) {
     Params item(el);
     std::string_view resource = item.str("resource");
     Decimal amount = item.decimal("amount");
     if (!item.ok()) {
       ctx.params.fail("amounts");
-      return false;
+      return params_ok(ctx);
     }
     auto id = ctx.engine.resources().find(resource);
     if (!id) {
@@ -109,12 +110,15 @@ void allocate(CallContext& ctx) {
     return ctx.reply.fail(r.error());
   }
   std::string place(scope);
+  // An agent's allocation is a delegation: nested under its own process when it has a
+  // budget, so the child's spending is also the parent's (cgroups-style accounting).
+  std::string parent;
   if (!ctx.peer.is_operator && !ctx.engine.is_tracked(*pid) && validate_id(*pid)) {
-    auto d = delegate(ctx, quota, place);
-    if (!d) return;
+    if (!delegate(ctx, quota, place, parent)) return;
   }
   if (place.empty()) place = "/";
-  auto a = ctx.engine.allocate(*pid, quota, place, ctx.peer.uid);
+  auto a = parent.empty() ? ctx.engine.allocate(*pid, quota, place, ctx.peer.uid)
+                          : ctx.engine.allocate_child(parent, *pid, quota, place, ctx.peer.uid);
   if (!a) return ctx.reply.fail(a.error());
   if (*a && !track_new(ctx, *pid)) return;
   auto& w = ctx.reply.ok();

@@ -1,5 +1,7 @@
 #include "ipc/wire_types.h"
 
+#include <algorithm>
+
 #include "ipc/errors.h"
 #include "ipc/methods.h"
 #include "lib/calendar.h"
@@ -91,6 +93,14 @@ void write_event(JsonWriter& w, const Event& e) {
 
 Result<void> read_quota_input(Params& p, ResourceQuota& quota) {
   if (!p.ok()) return fail(Errc::invalid_argument, "quota");
+  // A name that is no quota field is refused, not ignored: a typo ("max_llm_call") must not
+  // silently leave that limit at its default.
+  if (p.present()) {
+    const auto& names = ResourceQuota::field_names();
+    for (auto field : p.raw())
+      if (std::find(names.begin(), names.end(), field.key) == names.end())
+        return fail(Errc::unknown_field, std::string(field.key.substr(0, 64)));
+  }
   for (auto name : ResourceQuota::field_names()) {
     auto text = p.scalar_text(name);
     if (!p.ok()) return fail(Errc::invalid_argument, std::string(name));
@@ -124,7 +134,7 @@ bool within_scope(std::string_view place, std::string_view parent_scope) {
 
 }  // namespace
 
-bool delegate(CallContext& ctx, ResourceQuota& quota, std::string& place) {
+bool delegate(CallContext& ctx, ResourceQuota& quota, std::string& place, std::string& parent_out) {
   const ResourceQuota& def = ctx.engine.config().default_quota;
   const std::string parent_id = std::to_string(ctx.peer.pid);
   auto parent = ctx.engine.get_process(parent_id);
@@ -141,40 +151,32 @@ bool delegate(CallContext& ctx, ResourceQuota& quota, std::string& place) {
     if (!place.empty() && place != "/") return deny("only operators place processes in scopes");
     return true;
   }
+  // With a budget of its own, the child is nested under it: whatever the child spends is
+  // charged to the parent too, so it can never spend more than the parent has left. An
+  // explicit ask beyond that is refused at once rather than left to fail later.
   auto rem = ctx.engine.get_remaining_budget(parent_id);
   const uint64_t remaining[] = {rem->llm_calls, rem->tool_calls, rem->agent_hops, rem->iterations, rem->tokens};
-  std::vector<std::pair<std::string, std::string>> carve;
   for (std::size_t i = 0; i < std::size(kCumulative); ++i) {
     const auto& c = kCumulative[i];
-    if (remaining[i] == kUnlimited) continue;
     uint64_t& want = quota.*c.field;
-    if (want > remaining[i]) {
-      if (want != def.*c.field) {
-        Refusal r{c.reason, parent->scope, std::string(c.name.substr(4)), Decimal::from_int(want),
-                  Decimal::from_int(remaining[i]), Duration{0},
-                  "A child budget must fit in the parent's remaining budget."};
-        ctx.reply.refuse(r);
-        return false;
-      }
-      want = remaining[i];  // left at the default: grant what is left
+    if (remaining[i] == kUnlimited || want <= remaining[i]) continue;
+    if (want != def.*c.field) {
+      Refusal r{c.reason, parent->scope, std::string(c.name.substr(4)), Decimal::from_int(want),
+                Decimal::from_int(remaining[i]), Duration{0},
+                "A child budget must fit in the parent's remaining budget."};
+      ctx.reply.refuse(r);
+      return false;
     }
-    carve.emplace_back(std::string(c.name), std::to_string(parent->quota.*c.field - want));
+    want = remaining[i];  // left at the default: the child's view matches what it can get
   }
-  if (rem->cost != kUnlimitedAmount) {
-    if (quota.max_cost > rem->cost) quota.max_cost = rem->cost;
-    carve.emplace_back("max_cost", parent->quota.max_cost.saturating_sub(quota.max_cost).to_string());
-  }
+  if (rem->cost != kUnlimitedAmount && quota.max_cost > rem->cost) quota.max_cost = rem->cost;
   if (rem->time_seconds != INT64_MAX && quota.timeout_seconds > static_cast<uint64_t>(rem->time_seconds)) {
     quota.timeout_seconds = static_cast<uint64_t>(rem->time_seconds);
     quota.soft_timeout_seconds = std::min(quota.soft_timeout_seconds, quota.timeout_seconds);
   }
   if (place.empty()) place = parent->scope;
   if (!within_scope(place, parent->scope)) return deny("a child budget must sit in the parent's scope");
-  // The grant leaves the parent's budget: what the child may spend, the parent no longer can.
-  if (auto a = ctx.engine.adjust_quota(parent_id, carve); !a) {
-    ctx.reply.fail(a.error());
-    return false;
-  }
+  parent_out = parent_id;
   return true;
 }
 

@@ -26,8 +26,8 @@ Result<void> read_quota_input(Params& p, ResourceQuota& quota);
 
 // An agent (not an operator) allocating a budget: the grant must come out of its own
 // remaining budget, or be within the default quota when it has none. Clamps fields left at
-// their default, refuses explicit excess (reply written, returns false), carves the grant
-// out of the caller's quota, and decides the scope (`place`).
-bool delegate(CallContext& ctx, ResourceQuota& quota, std::string& place);
+// their default, refuses explicit excess (reply written, returns false), decides the scope
+// (`place`) and names the parent to nest the child under (`parent`, "" for none).
+bool delegate(CallContext& ctx, ResourceQuota& quota, std::string& place, std::string& parent);
 
 }  // namespace budgetd::ipc

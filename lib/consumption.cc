@@ -65,8 +65,11 @@ Result<QuotaView> Engine::get_consumer_usage(std::string_view consumer, std::str
   const Slot* s = n->find_slot(*id);
   Slot empty;
   if (!s) s = &empty;
-  return QuotaView{n->path, std::string(resource), s->hard, s->used,
-                   headroom_of(s->hard, s->used.saturating_add(s->reserved))};
+  // As get_scope: a reset that fell due is shown as applied, though this const view cannot
+  // apply it.
+  const bool reset_pending = n->reset != ResetPeriod::never && n->next_reset_at <= clock_.now();
+  const Decimal used = reset_pending ? Decimal() : s->used;
+  return QuotaView{n->path, std::string(resource), s->hard, used, headroom_of(s->hard, used.saturating_add(s->reserved))};
 }
 
 Result<std::pair<bool, Decimal>> Engine::check_quota(std::string_view consumer, std::string_view resource,
@@ -114,7 +117,8 @@ Result<ConsumeResult> Engine::consume(const ConsumeRequest& req) {
       ChargeList held;
       (void)held.add(*id, amount);
       Hold h{HoldKind::pending, r->process ? r->process->id : std::string(), std::string(r->thread_id), r->scope,
-             held, clock_.now(), clock_.now() + config_.pending_ttl, req.resource, req.context};
+             held, clock_.now(), clock_.now() + config_.pending_ttl, req.resource, req.context, 0};
+      h.process_generation = r->process ? r->process->generation : 0;
       auto hid = add_hold(std::move(h));
       if (!hid) return std::unexpected(hid.error());
       ++stats_.pending;

@@ -428,12 +428,14 @@ std::optional<Refusal> Engine::admit(const Resolved& r, const ChargeList& c) con
       return Refusal{Reason::thread_budget_exhausted, r.scope ? r.scope->path : "/", "tokens", Decimal::from_int(held),
                      Decimal::from_int(t.max_tokens), Duration{0}, "Thread token budget exhausted."};
   }
-  if (r.process) {
-    if (auto ref = per_call_caps(*r.process->quota, c, std::nullopt)) {
-      ref->path = r.process->scope->path;
+  // The process, then every process it was delegated from: a child's admission must fit in
+  // what each of them has left.
+  for (const Process* p = r.process; p; p = parent_of(*p)) {
+    if (auto ref = per_call_caps(*p->quota, c, std::nullopt)) {
+      ref->path = p->scope->path;
       return ref;
     }
-    if (auto ref = admit_process(*r.process, c)) return ref;
+    if (auto ref = admit_process(*p, c)) return ref;
   }
   // Scope nodes count `tokens` for in + out, so admission asks them about the sum too.
   ChargeList with_tokens = c;
@@ -585,7 +587,7 @@ void Engine::charge(const Resolved& r, const ChargeList& c, std::vector<Violatio
       push_event(std::move(e));
     }
   }
-  if (r.process) charge_process(*r.process, c, out);
+  for (Process* p = r.process; p; p = parent_of(*p)) charge_process(*p, c, out);
   Decimal tokens = c.get(res::tokens_in).saturating_add(c.get(res::tokens_out));
   for (ScopeNode* n = r.scope; n; n = n->parent) {
     for (const auto& ch : c) {
@@ -605,8 +607,8 @@ void Engine::hold(const Resolved& r, const ChargeList& c, bool add) {
   auto apply_d = [add](Decimal& field, Decimal d) { field = add ? field.saturating_add(d) : field.saturating_sub(d); };
   Decimal tokens = c.get(res::tokens_in).saturating_add(c.get(res::tokens_out)).saturating_add(c.get(res::tokens));
   if (r.thread) apply_u(r.thread->reserved, tokens);
-  if (r.process) {
-    ResourceUsage& h = r.process->reserved;
+  for (Process* p = r.process; p; p = parent_of(*p)) {
+    ResourceUsage& h = p->reserved;
     for (const auto& ch : c) {
       switch (ch.id) {
         case res::llm_calls: apply_u(h.llm_calls, ch.amount); break;

@@ -123,6 +123,7 @@ struct SystemUsage {
 struct ProcessView {
   std::string id;
   std::string scope;
+  std::string parent;  // the delegating process, if any
   ResourceQuota quota;
   ResourceUsage usage;
   ResourceUsage reserved;
@@ -264,6 +265,11 @@ class Engine {
   // root); `owner` is an opaque id the daemon uses for authorization (the caller's uid).
   Result<bool> allocate(std::string_view pid, const ResourceQuota& quota, std::string_view scope = "/",
                         uint32_t owner = 0);
+  // Delegation, as with cgroups: `child` is nested under the tracked process `parent`. Its
+  // usage and holds count against the parent too, and an admission must fit in both, so a
+  // child can never spend more than its parent has left. `scope` "" means the parent's.
+  Result<bool> allocate_child(std::string_view parent, std::string_view child, const ResourceQuota& quota,
+                              std::string_view scope = "", uint32_t owner = 0);
   Result<bool> allocate(std::string_view pid) { return allocate(pid, config_.default_quota); }
   bool release(std::string_view pid);
   std::optional<ResourceQuota> get_quota(std::string_view pid) const;
@@ -380,11 +386,18 @@ class Engine {
     TimePoint allocated_at;
     uint32_t generation = 0;  // bumped on reuse of the slot, so stale deadlines are ignored
     uint32_t owner = 0;
+    // The delegating process (cgroups-style nesting): its usage and holds include this
+    // one's, and admission here also asks it. kNoParent when allocated directly.
+    uint32_t parent_index = kNoParent;
+    uint32_t parent_generation = 0;
     std::array<uint8_t, 6> fired{};  // per counted resource, as Slot::fired
     bool live = false;
     bool soft_fired = false;
     bool hard_fired = false;
   };
+  static constexpr uint32_t kNoParent = UINT32_MAX;
+  Process* parent_of(const Process& p);
+  const Process* parent_of(const Process& p) const;
   struct Thread {
     uint64_t max_tokens = 0;
     uint64_t prompt_tokens = 0;
@@ -402,6 +415,9 @@ class Engine {
     ChargeList amount;
     TimePoint created_at, expires_at;
     std::string resource, context;  // pending consumption only
+    // The process's generation when the hold was placed: a later process that reuses the
+    // id (after a release) is not the one the held call belonged to.
+    uint32_t process_generation = 0;
   };
   enum class DeadlineKind : uint8_t { soft_timeout, hard_timeout, hold_expiry, scope_reset };
   struct Deadline {

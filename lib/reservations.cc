@@ -41,6 +41,7 @@ Result<Engine::Resolved> Engine::resolve(const Target& t, bool create_thread) {
 Engine::Resolved Engine::resolve_hold(const Hold& h) {
   Resolved r;
   r.process = h.process.empty() ? nullptr : find_process(h.process);
+  if (r.process && r.process->generation != h.process_generation) r.process = nullptr;
   r.thread = h.thread.empty() ? nullptr : find_thread(h.thread);
   r.thread_id = h.thread;
   r.scope = h.scope;
@@ -103,7 +104,8 @@ Result<ReserveResult> Engine::reserve(const Target& target, const ChargeList& es
     return out;
   }
   Hold h{HoldKind::reservation, r->process ? r->process->id : std::string(), std::string(r->thread_id), r->scope,
-         estimate, clock_.now(), clock_.now() + ttl, {}, {}};
+         estimate, clock_.now(), clock_.now() + ttl, {}, {}, 0};
+  h.process_generation = r->process ? r->process->generation : 0;
   auto id = add_hold(std::move(h));
   if (!id) return std::unexpected(id.error());
   out.admitted = true;

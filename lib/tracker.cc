@@ -72,6 +72,33 @@ Result<Engine::Process*> Engine::create_process(std::string_view pid, std::share
   return &p;
 }
 
+Engine::Process* Engine::parent_of(const Process& p) {
+  if (p.parent_index == kNoParent || p.parent_index >= processes_.size()) return nullptr;
+  Process& parent = processes_[p.parent_index];
+  // A released (or reused) parent slot no longer bounds the child.
+  return parent.live && parent.generation == p.parent_generation ? &parent : nullptr;
+}
+
+const Engine::Process* Engine::parent_of(const Process& p) const {
+  return const_cast<Engine*>(this)->parent_of(p);
+}
+
+Result<bool> Engine::allocate_child(std::string_view parent, std::string_view child, const ResourceQuota& quota,
+                                    std::string_view scope, uint32_t owner) {
+  catch_up();
+  auto it = index_.find(parent);
+  if (it == index_.end()) return fail(Errc::unknown_process, std::string(parent));
+  const uint32_t parent_index = it->second;
+  const uint32_t parent_generation = processes_[parent_index].generation;
+  if (scope.empty()) scope = processes_[parent_index].scope->path;
+  auto a = allocate(child, quota, scope, owner);
+  if (!a || !*a) return a;
+  Process* c = find_process(child);
+  c->parent_index = parent_index;
+  c->parent_generation = parent_generation;
+  return true;
+}
+
 Event Engine::process_event(EventKind k, const Process& p) const {
   Event e = make_event(k, p.scope->path);
   e.process = p.id;
@@ -301,7 +328,8 @@ SystemUsage Engine::get_system_usage() const {
 bool Engine::is_tracked(std::string_view pid) const { return find_process(pid) != nullptr; }
 
 ProcessView Engine::view(const Process& p) const {
-  ProcessView v{p.id, p.scope->path, *p.quota, p.usage, p.reserved, p.allocated_at,
+  const Process* parent = parent_of(p);
+  ProcessView v{p.id, p.scope->path, parent ? parent->id : std::string(), *p.quota, p.usage, p.reserved, p.allocated_at,
                 to_seconds_f(clock_.now() - p.allocated_at), p.owner, Reason::none};
   Resolved r{const_cast<Process*>(&p), nullptr, p.scope, {}};
   if (auto ref = admit(r, bare_check())) v.state = ref->reason;

@@ -1,0 +1,463 @@
+#include "daemon/daemon.h"
+
+#include <fmt/core.h>
+#include <signal.h>
+
+#include <algorithm>
+
+#include "daemon/journal.h"
+#include "daemon/procfs.h"
+#include "ipc/methods.h"
+
+#ifndef BUDGETD_VERSION
+#define BUDGETD_VERSION "0.0.0"
+#endif
+
+namespace budgetd::daemon {
+
+namespace {
+
+// The engine takes the process, thread and hold bounds from the [bounds] section.
+EngineConfig engine_config_of(const Config& c) {
+  EngineConfig e = c.engine;
+  e.max_processes = c.bounds.max_processes;
+  e.max_threads = c.bounds.max_threads;
+  e.max_holds = c.bounds.max_holds;
+  return e;
+}
+
+ipc::ServiceInfo service_info() {
+  ipc::ServiceInfo info;
+  info.version = BUDGETD_VERSION;
+  return info;
+}
+
+// Refused connections are logged at most once a second, with how many were not.
+constexpr int64_t kRefusalLogIntervalUsec = 1'000'000;
+
+}  // namespace
+
+std::string effective_socket_path(const Config& config, const Options& options) {
+  if (!options.socket_override.empty()) return options.socket_override;
+  if (!config.socket.path.empty()) return config.socket.path;
+  return default_socket_path();
+}
+
+Manager::Manager(Config config, ResourceRegistry resources, Options options)
+    : config_(std::move(config)),
+      options_(std::move(options)),
+      engine_(clock_, engine_config_of(config_)),
+      service_(service_info()),
+      listener_(&loop_.loop),
+      process_watch_(&loop_.loop, [this](const std::string& id) { on_process_exit(id); }),
+      enforcer_(&loop_.loop, process_watch_),
+      timer_(&loop_.loop, clock_, [this] { tick(); }),
+      notifier_(&loop_.loop, [this] { return status_text(); }) {
+  // A client that closes while its reply is being written must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
+  engine_.resources() = std::move(resources);
+  ipc::register_all(service_);
+  for (uv_signal_t* s : {&sighup_, &sigterm_, &sigint_}) {
+    uv_signal_init(&loop_.loop, s);
+    s->data = this;
+  }
+  sample_usec_ = monotonic_usec();
+  apply_config(config_, true);
+}
+
+Manager::~Manager() {
+  if (loop_closed_) return;
+  // run() was not called, or failed early: close what was opened so the loop can close.
+  close_handles();
+  uv_run(&loop_.loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop_.loop) != 0) log_error("event loop not closed: handles still open");
+}
+
+// ---- Configuration --------------------------------------------------------------------
+
+ConnectionLimits Manager::connection_limits() const {
+  ConnectionLimits l;
+  l.framer.max_message_bytes = config_.bounds.max_message_bytes;
+  l.framer.max_depth = config_.bounds.max_json_depth;
+  l.max_pending_reply_bytes = config_.bounds.max_pending_reply_bytes;
+  return l;
+}
+
+void Manager::apply_config(const Config& next, bool initial) {
+  if (!initial) engine_.reconfigure(engine_config_of(next));
+  for (const auto& t : next.templates)
+    if (auto r = engine_.set_template(t); !r)
+      log_error("config: {} {}: {}", template_kind_name(t.kind), t.name, r.error().message());
+  for (const auto& s : next.scopes)
+    if (auto r = engine_.set_limits(s.path, s.update); !r)
+      log_error("config: scope {}: {}", s.path, r.error().message());
+
+  RateLimiter& rl = engine_.rate_limiter();
+  rl.set_default_config(next.rate_limits.default_config);
+  if (!initial) {
+    // Overrides that came from the old file and are gone from the new one are dropped;
+    // overrides set live by an operator (Admin.SetRateLimit) are not the file's to remove.
+    for (const auto& [user, c] : config_.rate_limits.users)
+      if (!next.rate_limits.users.contains(user)) (void)rl.clear_user_limits(user);
+    for (const auto& [endpoint, c] : config_.rate_limits.endpoints)
+      if (!next.rate_limits.endpoints.contains(endpoint)) (void)rl.clear_endpoint_limits(endpoint);
+  }
+  for (const auto& [user, c] : next.rate_limits.users)
+    if (auto r = rl.set_user_limits(user, c); !r)
+      log_error("config: rate limit for user {}: {}", user, r.error().message());
+  for (const auto& [endpoint, c] : next.rate_limits.endpoints)
+    if (auto r = rl.set_endpoint_limits(endpoint, c); !r)
+      log_error("config: rate limit for endpoint {}: {}", endpoint, r.error().message());
+
+  LogLevel level = LogLevel::info;
+  if (!parse_log_level(next.log_level, level))
+    log_warning("config: unknown log_level \"{}\"; using info", next.log_level);
+  set_log_level(level);
+
+  operator_gid_.reset();
+  if (!next.socket.operator_group.empty()) {
+    if (auto gid = resolve_group(next.socket.operator_group))
+      operator_gid_ = *gid;
+    else
+      log_warning("config: operator_group: {}; only root is an operator", gid.error());
+  }
+
+  if (!initial) {
+    const SocketConfig& old = config_.socket;
+    if (old.path != next.socket.path || old.mode != next.socket.mode ||
+        old.group != next.socket.group)
+      log_warning("config: socket path, mode and group take effect at the next start");
+    for (auto& [p, c] : connections_) {
+      c->set_max_pending_reply_bytes(next.bounds.max_pending_reply_bytes);
+      c->peer().is_operator = is_operator(c->credentials(), operator_gid_);
+    }
+    notifier_.set_status_interval(next.status_interval_ms);
+  }
+}
+
+Result<void> Manager::reload() {
+  notifier_.reloading();
+  Result<void> result;
+  if (options_.config_path.empty()) {
+    log_info("reload: no configuration file was given; nothing to re-read");
+  } else {
+    log_info("reload: reading {}", options_.config_path);
+    auto next = load_config(options_.config_path, engine_.resources());
+    if (!next) {
+      std::string why;
+      for (const auto& e : next.error()) {
+        log_error("reload: {}", e.to_string());
+        if (why.size() < 1024) why += (why.empty() ? "" : "; ") + e.to_string();
+      }
+      log_error("reload: {} error(s); the running configuration is kept", next.error().size());
+      result = fail(Errc::invalid_argument,
+                    "configuration not reloaded (the running one is kept): " + why);
+    } else {
+      apply_config(*next, false);
+      config_ = std::move(*next);
+      log_info("reload: configuration applied; usage kept");
+    }
+  }
+  notifier_.ready();
+  tick();  // new limits may have fired events or moved deadlines
+  return result;
+}
+
+// ---- Running --------------------------------------------------------------------------
+
+int Manager::run() {
+  ListenSpec spec{effective_socket_path(config_, options_), config_.socket.mode,
+                  config_.socket.group};
+  // Only a path somebody asked for is worth a warning when systemd passes another.
+  spec.explicit_path = !options_.socket_override.empty() || !config_.socket.path.empty();
+  auto sock = open_listen_socket(spec);
+  if (!sock) {
+    log_error("cannot listen: {}", sock.error());
+    close_handles();
+    uv_run(&loop_.loop, UV_RUN_DEFAULT);
+    loop_closed_ = uv_loop_close(&loop_.loop) == 0;
+    return 1;
+  }
+  for (const auto& w : sock->warnings) log_warning("{}", w);
+  const bool activated = sock->activated;
+  if (auto r = listener_.start(std::move(*sock), [this](uv_stream_t* s) { on_connection(s); });
+      !r) {
+    log_error("cannot listen: {}", r.error());
+    close_handles();
+    uv_run(&loop_.loop, UV_RUN_DEFAULT);
+    loop_closed_ = uv_loop_close(&loop_.loop) == 0;
+    return 1;
+  }
+  uv_signal_start(&sighup_, on_signal, SIGHUP);
+  uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_signal_start(&sigint_, on_signal, SIGINT);
+  notifier_.start(config_.status_interval_ms);
+  timer_.arm(engine_.next_deadline());
+  log_info("budgetd {} listening on {}{}", BUDGETD_VERSION, listener_.socket().path,
+           activated ? " (socket activation)" : "");
+  notifier_.ready();
+
+  uv_run(&loop_.loop, UV_RUN_DEFAULT);
+
+  // shutdown() closed every handle; their close callbacks ran before uv_run returned.
+  int rc = uv_loop_close(&loop_.loop);
+  if (rc != 0) {
+    uv_walk(
+        &loop_.loop,
+        [](uv_handle_t* h, void*) {
+          log_error("handle still open at exit: {}", uv_handle_type_name(h->type));
+        },
+        nullptr);
+    log_error("event loop did not close: {}", uv_err_name(rc));
+    return 1;
+  }
+  loop_closed_ = true;
+  log_info("budgetd stopped");
+  return 0;
+}
+
+void Manager::shutdown(std::string_view why) {
+  if (stopping_) return;
+  stopping_ = true;
+  notifier_.stopping();
+  log_info("stopping: {}", why);
+  close_handles();
+}
+
+void Manager::close_handles() {
+  stopping_ = true;
+  listener_.close();
+  for (auto& [p, c] : connections_) c->close();
+  process_watch_.close_all();
+  enforcer_.close_all();
+  timer_.close();
+  notifier_.close();
+  for (uv_signal_t* s : {&sighup_, &sigterm_, &sigint_})
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(s)))
+      uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+}
+
+void Manager::on_signal(uv_signal_t* s, int signum) {
+  auto* self = static_cast<Manager*>(s->data);
+  if (signum == SIGHUP) {
+    (void)self->reload();
+  } else {
+    self->shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  }
+}
+
+// ---- Connections ----------------------------------------------------------------------
+
+void Manager::on_connection(uv_stream_t* server) {
+  auto owned =
+      std::make_unique<Connection>(&loop_.loop, *this, connection_limits(), next_connection_id_++);
+  Connection* c = owned.get();
+  connections_.emplace(c, std::move(owned));
+  if (auto r = c->accept(server); !r) {
+    log_warning("connection {}: {}", c->id(), r.error());
+    c->close();
+    return;
+  }
+  if (stopping_) {
+    c->close();
+    return;
+  }
+  const uint32_t uid = c->peer().uid;
+  if (admitted_ >= config_.bounds.max_connections) {
+    refuse_connection(*c, fmt::format("{} connections open (bounds.max_connections)", admitted_));
+    return;
+  }
+  std::size_t& mine = per_uid_[uid];
+  if (mine >= config_.bounds.max_connections_per_uid) {
+    refuse_connection(
+        *c,
+        fmt::format("uid {} has {} connections open (bounds.max_connections_per_uid)", uid, mine));
+    return;
+  }
+  ++mine;
+  ++admitted_;
+  c->admitted = true;
+  c->peer().is_operator = is_operator(c->credentials(), operator_gid_);
+  log_debug("connection {}: pid {} uid {} gid {}{}", c->id(), c->peer().pid, uid, c->peer().gid,
+            c->peer().is_operator ? " (operator)" : "");
+  c->start();
+}
+
+void Manager::refuse_connection(Connection& c, std::string_view why) {
+  if (per_uid_.contains(c.peer().uid) && per_uid_[c.peer().uid] == 0) per_uid_.erase(c.peer().uid);
+  const int64_t now = monotonic_usec();
+  if (now - last_refusal_log_usec_ >= kRefusalLogIntervalUsec) {
+    if (refusals_unlogged_ > 0)
+      log_warning(
+          "connection from pid {} uid {} refused: {} ({} more refused since the last message)",
+          c.peer().pid, c.peer().uid, why, refusals_unlogged_);
+    else
+      log_warning("connection from pid {} uid {} refused: {}", c.peer().pid, c.peer().uid, why);
+    last_refusal_log_usec_ = now;
+    refusals_unlogged_ = 0;
+  } else {
+    ++refusals_unlogged_;
+  }
+  c.close();
+}
+
+ipc::Service::Outcome Manager::dispatch(Connection& c, std::string_view message, std::string& out) {
+  current_connection_ = &c;
+  auto outcome = service_.handle(message, engine_, c.peer(), *this, out);
+  current_connection_ = nullptr;
+  return outcome;
+}
+
+void Manager::after_batch(Connection&) { tick(); }
+
+void Manager::closed(Connection& c) {
+  if (c.admitted) {
+    --admitted_;
+    auto it = per_uid_.find(c.peer().uid);
+    if (it != per_uid_.end() && --it->second == 0) per_uid_.erase(it);
+  }
+  if (c.watch) std::erase(watchers_, &c);
+  connections_.erase(&c);  // frees c
+}
+
+// ---- Events ---------------------------------------------------------------------------
+
+void Manager::tick() {
+  if (stopping_) return;
+  engine_.advance();
+  drain_events();
+  timer_.arm(engine_.next_deadline());
+}
+
+void Manager::drain_events() {
+  if (engine_.pending_events().empty()) return;
+  std::vector<Event> events = engine_.take_events();
+  for (const Event& e : events) {
+    log_event(e);
+    if (e.kind == EventKind::released && !e.process.empty()) process_watch_.untrack(e.process);
+    if (e.action != Action::none && !e.process.empty()) carry_out(e);
+    if (!watchers_.empty()) publish(e);
+  }
+  for (Connection* w : watchers_) w->flush();
+  exited_owners_.clear();
+}
+
+void Manager::carry_out(const Event& e) {
+  if (!parse_pid(e.process)) {
+    log_info("process {}: action {} not carried out: a logical id has no OS process to signal",
+             e.process, action_name(e.action));
+    return;
+  }
+  Result<void> r;
+  if (e.action == Action::terminate)
+    r = enforcer_.terminate(e.process, e.grace_seconds);
+  else if (e.action == Action::pause)
+    r = enforcer_.pause(e.process);
+  if (!r)
+    log_warning("process {}: action {} failed: {}", e.process, action_name(e.action),
+                r.error().message());
+}
+
+bool Manager::matches(const ipc::WatchFilter& f, const Event& e, std::optional<uint32_t>& owner,
+                      bool& owner_known) {
+  if (f.everything) return true;
+  if (e.process.empty()) return false;
+  if (std::find(f.processes.begin(), f.processes.end(), e.process) != f.processes.end())
+    return true;
+  if (!owner_known) {
+    owner_known = true;
+    if (auto p = engine_.get_process(e.process))
+      owner = p->owner;
+    else if (auto it = exited_owners_.find(e.process); it != exited_owners_.end())
+      owner = it->second;
+  }
+  if (owner && *owner == f.peer_uid) return true;
+  if (f.peer_pid > 0)
+    if (auto pid = parse_pid(e.process)) return daemon::is_descendant(*pid, f.peer_pid);
+  return false;
+}
+
+void Manager::publish(const Event& e) {
+  std::string frame;
+  std::optional<uint32_t> owner;
+  bool owner_known = false;
+  for (Connection* w : watchers_) {
+    if (w->closing() || !w->watch || !matches(*w->watch, e, owner, owner_known)) continue;
+    if (frame.empty()) {
+      ipc::Reply reply(frame, false);
+      ipc::write_event(reply.stream(), e);
+      reply.finish();
+    }
+    if (!w->push(frame)) {
+      log_warning("connection {} (pid {}): Watch events not read ({} bytes pending); closing it",
+                  w->id(), w->peer().pid, w->pending_reply_bytes());
+      w->close();
+    }
+  }
+}
+
+// ---- Processes ------------------------------------------------------------------------
+
+Result<void> Manager::track(std::string_view process) { return process_watch_.track(process); }
+
+void Manager::on_process_exit(const std::string& id) {
+  if (stopping_) return;
+  if (auto p = engine_.get_process(id)) exited_owners_[id] = p->owner;
+  log_debug("process {} exited", id);
+  engine_.release(id);  // emits `released` with the final usage
+  tick();
+}
+
+Result<void> Manager::pause(std::string_view process, bool resume) {
+  return resume ? enforcer_.resume(process) : enforcer_.pause(process);
+}
+
+bool Manager::is_descendant(int32_t pid, int32_t ancestor) {
+  return daemon::is_descendant(pid, ancestor);
+}
+
+// ---- Watch and stats ------------------------------------------------------------------
+
+void Manager::watch(const ipc::WatchFilter& filter) {
+  Connection* c = current_connection_;
+  if (!c || c->closing()) return;
+  if (!c->watch) {
+    if (watchers_.size() >= config_.bounds.max_watchers) {
+      log_warning(
+          "connection {} (pid {}): Watch refused, {} watchers (bounds.max_watchers); closing it",
+          c->id(), c->peer().pid, watchers_.size());
+      c->close_after_batch();
+      return;
+    }
+    watchers_.push_back(c);
+  }
+  c->watch = filter;
+}
+
+void Manager::write_stats(ipc::JsonWriter& w) {
+  std::size_t paused = 0;
+  for (const auto& [p, c] : connections_) paused += c->paused() ? 1 : 0;
+  w.field("connections", static_cast<uint64_t>(admitted_));
+  w.field("paused_connections", static_cast<uint64_t>(paused));
+  w.field("calls_total", service_.calls());
+  w.field("calls_per_second", calls_per_second_);
+  w.field("uptime_seconds", static_cast<uint64_t>(clock_.uptime_seconds()));
+  w.field("watchers", static_cast<uint64_t>(watchers_.size()));
+  w.field("tracked_processes", static_cast<uint64_t>(engine_.process_count()));
+  w.field("watched_pids", static_cast<uint64_t>(process_watch_.size()));
+}
+
+std::string Manager::status_text() {
+  const int64_t now = monotonic_usec();
+  const uint64_t calls = service_.calls();
+  if (now > sample_usec_) {
+    calls_per_second_ =
+        static_cast<double>(calls - sample_calls_) * 1e6 / static_cast<double>(now - sample_usec_);
+    sample_calls_ = calls;
+    sample_usec_ = now;
+  }
+  return fmt::format("{} processes tracked, {:.0f} calls/s", engine_.process_count(),
+                     calls_per_second_);
+}
+
+}  // namespace budgetd::daemon

@@ -1,0 +1,103 @@
+#include "daemon/procfs.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <climits>
+#include <string>
+
+namespace budgetd::daemon {
+
+namespace {
+
+// Reads a small /proc file whole (they are generated on read; one read() is not enough
+// for status, so loop). Bounded: /proc/PID/status is a few KiB.
+std::optional<std::string> read_proc_file(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  while (out.size() < 256 * 1024) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0) {
+      close(fd);
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+}  // namespace
+
+std::optional<int32_t> parse_pid(std::string_view id) {
+  if (id.empty() || id.size() > 10) return std::nullopt;
+  for (char c : id)
+    if (c < '0' || c > '9') return std::nullopt;
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(id.data(), id.data() + id.size(), v);
+  if (ec != std::errc() || p != id.data() + id.size() || v <= 0 || v > INT32_MAX)
+    return std::nullopt;
+  return static_cast<int32_t>(v);
+}
+
+std::optional<int32_t> parent_pid(int32_t pid) {
+  if (pid <= 0) return std::nullopt;
+  auto text = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!text) return std::nullopt;
+  // "PID (COMM) STATE PPID ..."
+  std::size_t close_paren = text->rfind(')');
+  if (close_paren == std::string::npos) return std::nullopt;
+  std::string_view rest = std::string_view(*text).substr(close_paren + 1);
+  // " S 1234 ..."
+  std::size_t i = 0;
+  while (i < rest.size() && rest[i] == ' ') ++i;
+  while (i < rest.size() && rest[i] != ' ') ++i;  // state
+  while (i < rest.size() && rest[i] == ' ') ++i;
+  int64_t ppid = -1;
+  auto [p, ec] = std::from_chars(rest.data() + i, rest.data() + rest.size(), ppid);
+  if (ec != std::errc() || ppid < 0 || ppid > INT32_MAX) return std::nullopt;
+  return static_cast<int32_t>(ppid);
+}
+
+bool is_descendant(int32_t pid, int32_t ancestor) {
+  if (pid <= 0 || ancestor <= 0) return false;
+  int32_t cur = pid;
+  for (int hop = 0; hop <= kMaxAncestorHops; ++hop) {
+    if (cur == ancestor) return true;
+    auto parent = parent_pid(cur);
+    if (!parent || *parent <= 0 || *parent == cur) return false;
+    cur = *parent;
+  }
+  return false;
+}
+
+std::optional<std::vector<uint32_t>> process_groups(int32_t pid) {
+  if (pid <= 0) return std::nullopt;
+  auto text = read_proc_file("/proc/" + std::to_string(pid) + "/status");
+  if (!text) return std::nullopt;
+  std::string_view s(*text);
+  std::size_t pos = s.starts_with("Groups:") ? 0 : s.find("\nGroups:");
+  if (pos == std::string_view::npos) return std::nullopt;
+  if (s[pos] == '\n') ++pos;
+  pos += 7;
+  std::size_t eol = s.find('\n', pos);
+  std::string_view line = s.substr(pos, eol == std::string_view::npos ? s.npos : eol - pos);
+  std::vector<uint32_t> groups;
+  std::size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+    if (i >= line.size()) break;
+    uint32_t g = 0;
+    auto [p, ec] = std::from_chars(line.data() + i, line.data() + line.size(), g);
+    if (ec != std::errc()) return std::nullopt;
+    groups.push_back(g);
+    i = static_cast<std::size_t>(p - line.data());
+  }
+  return groups;
+}
+
+}  // namespace budgetd::daemon
