@@ -339,7 +339,6 @@ void Manager::drain_events() {
     if (!watchers_.empty()) publish(e);
   }
   for (Connection* w : watchers_) w->flush();
-  exited_owners_.clear();
 }
 
 void Manager::carry_out(const Event& e) {
@@ -358,20 +357,12 @@ void Manager::carry_out(const Event& e) {
                 r.error().message());
 }
 
-bool Manager::matches(const ipc::WatchFilter& f, const Event& e, std::optional<uint32_t>& owner,
-                      bool& owner_known) {
+bool Manager::matches(const ipc::WatchFilter& f, const Event& e) {
   if (f.everything) return true;
   if (e.process.empty()) return false;
   if (std::find(f.processes.begin(), f.processes.end(), e.process) != f.processes.end())
     return true;
-  if (!owner_known) {
-    owner_known = true;
-    if (auto p = engine_.get_process(e.process))
-      owner = p->owner;
-    else if (auto it = exited_owners_.find(e.process); it != exited_owners_.end())
-      owner = it->second;
-  }
-  if (owner && *owner == f.peer_uid) return true;
+  if (e.owner && *e.owner == f.peer_uid) return true;
   if (f.peer_pid > 0)
     if (auto pid = parse_pid(e.process)) return daemon::is_descendant(*pid, f.peer_pid);
   return false;
@@ -379,10 +370,8 @@ bool Manager::matches(const ipc::WatchFilter& f, const Event& e, std::optional<u
 
 void Manager::publish(const Event& e) {
   std::string frame;
-  std::optional<uint32_t> owner;
-  bool owner_known = false;
   for (Connection* w : watchers_) {
-    if (w->closing() || !w->watch || !matches(*w->watch, e, owner, owner_known)) continue;
+    if (w->closing() || !w->watch || !matches(*w->watch, e)) continue;
     if (frame.empty()) {
       ipc::Reply reply(frame, false);
       ipc::write_event(reply.stream(), e);
@@ -402,7 +391,6 @@ Result<void> Manager::track(std::string_view process) { return process_watch_.tr
 
 void Manager::on_process_exit(const std::string& id) {
   if (stopping_) return;
-  if (auto p = engine_.get_process(id)) exited_owners_[id] = p->owner;
   log_debug("process {} exited", id);
   engine_.release(id);  // emits `released` with the final usage
   tick();

@@ -88,8 +88,7 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   void drain_events();
   void carry_out(const Event& e);
   void publish(const Event& e);
-  bool matches(const ipc::WatchFilter& f, const Event& e, std::optional<uint32_t>& owner,
-               bool& owner_known);
+  bool matches(const ipc::WatchFilter& f, const Event& e);
   std::string status_text();
   void close_handles();
   static void on_signal(uv_signal_t* s, int signum);
@@ -114,8 +113,6 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   Connection* current_connection_ = nullptr;  // the caller, while Service::handle runs
   std::optional<uint32_t> operator_gid_;
   uint64_t next_connection_id_ = 1;
-  // Owners of processes released because they exited, for the `released` event's watchers.
-  std::unordered_map<std::string, uint32_t> exited_owners_;
 
   // Stats.
   uint64_t sample_calls_ = 0;

@@ -18,7 +18,6 @@ namespace budgetd::ipc {
 namespace {
 
 constexpr std::string_view kAdmin = "io.budgetd.Admin.";
-constexpr std::string_view kReloadFailed = "io.budgetd.ReloadFailed";
 constexpr uint64_t kDefaultPage = 1000;
 constexpr uint64_t kMaxPage = 10'000;
 
@@ -527,7 +526,7 @@ void signal_process(CallContext& ctx) {
 void reload(CallContext& ctx) {
   if (auto r = ctx.hooks.reload(); !r) {
     const Error& e = r.error();
-    return (void)ctx.reply.error(kReloadFailed)
+    return (void)ctx.reply.error(err::kReloadFailed)
         .field("message", e.detail.empty() ? e.message() : e.detail);
   }
   ctx.reply.ok();

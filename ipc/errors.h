@@ -20,6 +20,7 @@ inline constexpr std::string_view kBudgetExhausted = "io.budgetd.BudgetExhausted
 inline constexpr std::string_view kRateLimited = "io.budgetd.RateLimited";
 inline constexpr std::string_view kProcessNotFound = "io.budgetd.ProcessNotFound";
 inline constexpr std::string_view kInternal = "io.budgetd.InternalError";
+inline constexpr std::string_view kReloadFailed = "io.budgetd.ReloadFailed";
 }  // namespace err
 
 // io.budgetd.ProcessNotFound, io.budgetd.InvalidArgument, ...

@@ -207,6 +207,13 @@ ConsumeResult Engine::decide(uint64_t id, bool approve, std::string_view outcome
     ++stats_.rejected_count;
     out.status = ConsumeStatus::denied;
   }
+  // What is left on the tightest node, as in a direct Consume's answer.
+  if (auto id = resources_.find(h.resource)) {
+    out.remaining = kUnlimitedAmount;
+    for (const ScopeNode* m = h.scope; m; m = m->parent)
+      if (const Slot* s = m->find_slot(*id))
+        out.remaining = min_amount(out.remaining, headroom_of(s->hard, s->used.saturating_add(s->reserved)));
+  }
   Event e = make_event(EventKind::pending_decided, h.scope->path);
   e.process = h.process;
   e.thread = h.thread;

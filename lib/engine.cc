@@ -275,11 +275,17 @@ Result<void> Engine::set_template(LimitTemplate t) {
     for (const auto& v : {spec.hard, spec.soft, spec.approval})
       if (v && v->is_negative()) return fail(Errc::negative_amount, std::string(resources_.name(rid)));
   }
-  auto& table = t.kind == TemplateKind::plan ? plans_ : tiers_;
-  table[t.name] = std::move(t);
-  // Nodes that reference the template see the change at once.
+  const TemplateKind kind = t.kind;
+  const std::string name = t.name;
+  auto& table = kind == TemplateKind::plan ? plans_ : tiers_;
+  table[name] = std::move(t);
+  // Nodes that reference the template see the change at once, and say so.
   for (auto& [path, n] : scopes_) {
-    if (!n->plan.empty() || !n->tier.empty()) resolve_limits(*n);
+    if ((kind == TemplateKind::plan ? n->plan : n->tier) != name) continue;
+    resolve_limits(*n);
+    Event e = make_event(EventKind::limit_changed, n->path);
+    e.message = "Limits changed: " + std::string(template_kind_name(kind)) + " " + name + " was updated.";
+    push_event(std::move(e));
   }
   return {};
 }

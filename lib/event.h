@@ -52,6 +52,9 @@ struct Event {
   std::string outcome;           // approved / denied / expired for pending_decided
   std::string message;           // the human sentence
   std::optional<ResourceUsage> usage;  // final usage on release
+  // The owner recorded at allocation (the daemon passes the caller's uid), so a watcher can
+  // be matched even after the process is gone (its `released` event).
+  std::optional<uint32_t> owner;
 };
 
 inline Event make_event(EventKind kind, std::string path) {

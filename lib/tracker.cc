@@ -102,6 +102,7 @@ Result<bool> Engine::allocate_child(std::string_view parent, std::string_view ch
 Event Engine::process_event(EventKind k, const Process& p) const {
   Event e = make_event(k, p.scope->path);
   e.process = p.id;
+  e.owner = p.owner;
   return e;
 }
 
@@ -378,6 +379,8 @@ void Engine::fire_timeout(uint32_t index, uint32_t generation, DeadlineKind kind
   // Entries left over from before an adjust_quota carry the old instant: ignore them.
   if (limit == kUnlimited || p.allocated_at + secs(limit) != when) return;
   if (soft ? p.soft_fired : p.hard_fired) return;
+  // A warning after the fact is noise: once the hard timeout fired, the soft one is moot.
+  if (soft && p.hard_fired) return;
   (soft ? p.soft_fired : p.hard_fired) = true;
   Event e = process_event(soft ? EventKind::soft_timeout : EventKind::timeout, p);
   e.resource = "elapsed";
