@@ -454,11 +454,21 @@ std::optional<Refusal> Engine::admit(const Resolved& r, const ChargeList& c) con
 
 uint8_t Engine::crossed_bits(Decimal used, Decimal hard, Decimal soft) const {
   uint8_t bits = 0;
-  if (hard != kUnlimitedAmount) {
-    for (std::size_t i = 0; i < config_.thresholds.size(); ++i)
-      if (used.percent_of(hard) >= config_.thresholds[i] && !hard.is_zero()) bits |= 1u << i;
-    if (used >= hard) bits |= kHardBit;
+  if (hard != kUnlimitedAmount && !hard.is_zero()) {
+    // used >= hard * pct / 100, compared as used * 100 >= hard * pct: multiplications, not
+    // a 128-bit division per threshold (this runs for every resource on every node of
+    // every charge). Only amounts near the top of the range take the dividing path.
+    __int128 used100;
+    const bool wide = __builtin_mul_overflow(used.raw(), 100, &used100);
+    for (std::size_t i = 0; i < config_.thresholds.size(); ++i) {
+      const uint32_t pct = config_.thresholds[i];
+      __int128 bar;
+      const bool reached = (wide || __builtin_mul_overflow(hard.raw(), pct, &bar)) ? used.percent_of(hard) >= pct
+                                                                                 : used100 >= bar;
+      if (reached) bits |= 1u << i;
+    }
   }
+  if (hard != kUnlimitedAmount && used >= hard) bits |= kHardBit;
   if (soft != kUnlimitedAmount && used >= soft && !used.is_zero()) bits |= kSoftBit;
   return bits;
 }
