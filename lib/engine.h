@@ -499,6 +499,7 @@ class Engine {
   RateLimiter rate_limiter_;
   uint64_t thread_default_;
   std::shared_ptr<const ResourceQuota> default_quota_;
+  std::shared_ptr<const ResourceQuota> last_custom_quota_;
 
   std::map<std::string, std::unique_ptr<ScopeNode>, std::less<>> scopes_;  // nodes never die
   ScopeNode* root_;

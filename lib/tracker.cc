@@ -116,10 +116,13 @@ Result<bool> Engine::allocate(std::string_view pid, const ResourceQuota& quota, 
   // Processes on the default quota share one copy: most never adjust it, and 1M copies
   // would cost ~130 MB.
   std::shared_ptr<const ResourceQuota> q;
+  // Runtimes allocate fleets with one custom quota too: the last one is shared the same way.
   if (quota == config_.default_quota) {
     q = default_quota_;
+  } else if (last_custom_quota_ && *last_custom_quota_ == quota) {
+    q = last_custom_quota_;
   } else {
-    q = std::make_shared<const ResourceQuota>(quota);
+    q = last_custom_quota_ = std::make_shared<const ResourceQuota>(quota);
   }
   auto p = create_process(pid, std::move(q), *node, owner);
   if (!p) return std::unexpected(p.error());
