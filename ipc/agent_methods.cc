@@ -145,9 +145,15 @@ void record_usage(CallContext& ctx) {
   if (!pid) return;
   UsageReport report = read_report(ctx.params);
   report.thread = std::string(ctx.params.str_or("thread", ""));
+  // labels ([string]string) and idempotency_key are for the ledger, not read yet; their
+  // types are still checked, so a mistyped one is refused and records nothing.
+  (void)ctx.params.str_or("idempotency_key", "");
+  if (Params labels = ctx.params.object("labels"); labels.present())
+    for (auto field : labels.raw())
+      if (!field.value.is_string()) ctx.params.fail("labels");
   if (!read_amounts(ctx, report.extra) || !params_ok(ctx)) return;
   const bool existed = ctx.engine.is_tracked(*pid);
-  auto r = ctx.engine.record_usage(*pid, report);
+  auto r = ctx.engine.record_usage(*pid, report, ctx.peer.uid);
   if (!r) return ctx.reply.fail(r.error());
   if (!existed && !track_new(ctx, *pid)) return;
   if (ctx.call.oneway) return;

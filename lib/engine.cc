@@ -102,6 +102,10 @@ Engine::~Engine() = default;
 
 void Engine::push_event(Event e) {
   e.at = clock_.now();
+  // Every event about a live process names its owner, whichever path raised it, so the
+  // daemon can route it to that owner's watchers.
+  if (!e.owner && !e.process.empty())
+    if (const Process* p = find_process(e.process)) e.owner = p->owner;
   events_.push_back(std::move(e));
 }
 

@@ -279,7 +279,8 @@ class Engine {
                                      std::span<const std::pair<std::string, std::string>> fields);
   // Auto-creates the pid with the default quota (at the root). Always records: the usage
   // happened. Returns the violations this report caused.
-  Result<RecordResult> record_usage(std::string_view pid, const UsageReport& report);
+  // `owner` is recorded when the report creates the process (as allocate's).
+  Result<RecordResult> record_usage(std::string_view pid, const UsageReport& report, uint32_t owner = 0);
   std::optional<ResourceUsage> get_usage(std::string_view pid) const;
   std::vector<std::pair<std::string, ResourceUsage>> get_all_usage() const;
   std::optional<double> update_elapsed_time(std::string_view pid);

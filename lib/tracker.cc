@@ -237,14 +237,14 @@ Result<RecordResult> Engine::record_resolved(Resolved r, const UsageReport& repo
   return out;
 }
 
-Result<RecordResult> Engine::record_usage(std::string_view pid, const UsageReport& report) {
+Result<RecordResult> Engine::record_usage(std::string_view pid, const UsageReport& report, uint32_t owner) {
   catch_up();
   if (auto v = validate_id(pid); !v) return std::unexpected(v.error());
   Process* p = find_process(pid);
   if (!p) {
     // A report that will be refused must not leave a new process behind.
     if (auto c = report_charges(report); !c) return std::unexpected(c.error());
-    auto a = allocate(pid);
+    auto a = allocate(pid, config_.default_quota, "/", owner);
     if (!a) return std::unexpected(a.error());
     p = find_process(pid);
   }
