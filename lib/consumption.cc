@@ -18,6 +18,24 @@ static Decimal headroom_of(Decimal limit, Decimal used_and_held) {
   return limit.saturating_sub(used_and_held);
 }
 
+Decimal Engine::path_headroom(const ScopeNode* n, ResourceId id) const {
+  Decimal rem = kUnlimitedAmount;
+  for (; n; n = n->parent)
+    if (const Slot* s = n->find_slot(id)) rem = min_amount(rem, headroom_of(s->hard, s->used.saturating_add(s->reserved)));
+  return rem;
+}
+
+Result<std::pair<Engine::ScopeNode*, ResourceId>> Engine::consumer_slot(std::string_view consumer,
+                                                                         std::string_view resource) const {
+  auto norm = normalize_path(consumer);
+  if (!norm) return std::unexpected(norm.error());
+  ScopeNode* n = find_scope(*norm);
+  if (!n) return fail(Errc::unknown_scope, *norm);
+  auto id = resource_id(resource);
+  if (!id) return std::unexpected(id.error());
+  return std::pair{n, *id};
+}
+
 Result<void> Engine::add_quota(std::string_view consumer, std::string_view resource, Decimal max_amount) {
   auto id = resources_.intern(resource);
   if (!id) return std::unexpected(id.error());
@@ -39,13 +57,10 @@ Result<void> Engine::update_quota(std::string_view consumer, std::string_view re
 
 Result<void> Engine::reset_quota(std::string_view consumer, std::string_view resource) {
   catch_up();
-  auto norm = normalize_path(consumer);
-  if (!norm) return std::unexpected(norm.error());
-  ScopeNode* n = find_scope(*norm);
-  if (!n) return fail(Errc::unknown_scope, *norm);
-  auto id = resource_id(resource);
-  if (!id) return std::unexpected(id.error());
-  Slot& s = n->slot(*id);
+  auto found = consumer_slot(consumer, resource);
+  if (!found) return std::unexpected(found.error());
+  auto [n, id] = *found;
+  Slot& s = n->slot(id);
   s.used = Decimal();
   s.fired = crossed_bits(s.used, s.hard, s.soft);
   Event e = make_event(EventKind::reset, n->path);
@@ -56,13 +71,10 @@ Result<void> Engine::reset_quota(std::string_view consumer, std::string_view res
 }
 
 Result<QuotaView> Engine::get_consumer_usage(std::string_view consumer, std::string_view resource) const {
-  auto norm = normalize_path(consumer);
-  if (!norm) return std::unexpected(norm.error());
-  const ScopeNode* n = find_scope(*norm);
-  if (!n) return fail(Errc::unknown_scope, *norm);
-  auto id = resource_id(resource);
-  if (!id) return std::unexpected(id.error());
-  const Slot* s = n->find_slot(*id);
+  auto found = consumer_slot(consumer, resource);
+  if (!found) return std::unexpected(found.error());
+  auto [n, id] = *found;
+  const Slot* s = n->find_slot(id);
   Slot empty;
   if (!s) s = &empty;
   // As get_scope: a reset that fell due is shown as applied, though this const view cannot
@@ -76,18 +88,12 @@ Result<std::pair<bool, Decimal>> Engine::check_quota(std::string_view consumer, 
                                                      Decimal amount) {
   catch_up();
   if (amount.is_negative()) return fail(Errc::negative_amount, "amount");
-  auto norm = normalize_path(consumer);
-  if (!norm) return std::unexpected(norm.error());
-  const ScopeNode* n = find_scope(*norm);
-  if (!n) return fail(Errc::unknown_scope, *norm);
-  auto id = resource_id(resource);
-  if (!id) return std::unexpected(id.error());
+  auto found = consumer_slot(consumer, resource);
+  if (!found) return std::unexpected(found.error());
+  auto [n, id] = *found;
   ChargeList c;
-  (void)c.add(*id, amount);
-  Decimal remaining = kUnlimitedAmount;
-  for (const ScopeNode* m = n; m; m = m->parent)
-    if (const Slot* s = m->find_slot(*id)) remaining = min_amount(remaining, headroom_of(s->hard, s->used.saturating_add(s->reserved)));
-  return std::pair<bool, Decimal>{!admit_path(n, c).has_value(), remaining};
+  (void)c.add(id, amount);
+  return std::pair<bool, Decimal>{!admit_path(n, c).has_value(), path_headroom(n, id)};
 }
 
 Result<ConsumeResult> Engine::consume(const ConsumeRequest& req) {
@@ -101,12 +107,8 @@ Result<ConsumeResult> Engine::consume(const ConsumeRequest& req) {
   if (!r) return std::unexpected(r.error());
   ++stats_.total_events;
 
-  auto remaining_after = [&]() {
-    Decimal rem = kUnlimitedAmount;
-    for (const ScopeNode* m = r->scope; m; m = m->parent)
-      if (const Slot* s = m->find_slot(*id)) rem = min_amount(rem, headroom_of(s->hard, s->used.saturating_add(s->reserved)));
-    return rem;
-  };
+  auto remaining_after = [&] { return path_headroom(r->scope, *id); };
+
 
   ConsumeResult out;
   // Above an approval threshold anywhere on the path: hold `amount` for an operator.
@@ -208,12 +210,7 @@ ConsumeResult Engine::decide(uint64_t id, bool approve, std::string_view outcome
     out.status = ConsumeStatus::denied;
   }
   // What is left on the tightest node, as in a direct Consume's answer.
-  if (auto id = resources_.find(h.resource)) {
-    out.remaining = kUnlimitedAmount;
-    for (const ScopeNode* m = h.scope; m; m = m->parent)
-      if (const Slot* s = m->find_slot(*id))
-        out.remaining = min_amount(out.remaining, headroom_of(s->hard, s->used.saturating_add(s->reserved)));
-  }
+  if (auto id = resources_.find(h.resource)) out.remaining = path_headroom(h.scope, *id);
   Event e = make_event(EventKind::pending_decided, h.scope->path);
   e.process = h.process;
   e.thread = h.thread;

@@ -493,6 +493,10 @@ class Engine {
   void expire_hold(uint64_t id, TimePoint when);
   ConsumeResult decide(uint64_t id, bool approve, std::string_view outcome);
   Result<ResourceId> resource_id(std::string_view name) const;
+  // What is left of `id` on the tightest node from `n` up (kUnlimitedAmount: nothing limits).
+  Decimal path_headroom(const ScopeNode* n, ResourceId id) const;
+  // A seed-000 consumer (an existing scope path) and resource, or the named error.
+  Result<std::pair<ScopeNode*, ResourceId>> consumer_slot(std::string_view consumer, std::string_view resource) const;
 
   const Clock& clock_;
   EngineConfig config_;
