@@ -96,7 +96,6 @@ std::vector<pid_t>& sleepers() {
 std::vector<pid_t> spawn_sleepers(int depth = 1) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return {};
-  const pid_t parent = getpid();
   pid_t first = fork();
   if (first < 0) return {};
   if (first == 0) {
@@ -116,7 +115,6 @@ std::vector<pid_t> spawn_sleepers(int depth = 1) {
     close(fds[1]);
     for (;;) pause();
   }
-  (void)parent;
   close(fds[1]);
   std::vector<pid_t> pids;
   pid_t p = 0;
