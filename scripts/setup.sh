@@ -10,7 +10,7 @@ packages=(
   libsqlite3-dev libsimdjson-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libhiredis-dev redis-server varlink-go
-  systemd procps
+  systemd procps socat
 )
 
 missing=()
