@@ -6,9 +6,13 @@
 #include <vector>
 
 #include "lib/engine.h"
+#include "tests/lib/engine_test_support.h"
 
 namespace budgetd {
 namespace {
+
+using testing_support::N;
+using testing_support::slot_of;
 
 using std::chrono::hours;
 using std::chrono::microseconds;
@@ -16,7 +20,6 @@ using std::chrono::microseconds;
 constexpr TimePoint kStart = std::chrono::sys_days{std::chrono::year{2024} / 1 / 1};
 
 Decimal D(std::string_view s) { return Decimal::parse(s).value(); }
-Decimal N(uint64_t n) { return Decimal::from_int(n); }
 
 std::vector<Event> Only(const std::vector<Event>& events, EventKind kind) {
   std::vector<Event> out;
@@ -38,13 +41,7 @@ ConsumeRequest Req(std::string consumer, std::string resource, Decimal amount,
 class ConsumptionTest : public ::testing::Test {
  protected:
   SlotView Slot(std::string_view path, std::string_view resource) {
-    auto v = engine.get_scope(path);
-    EXPECT_TRUE(v.has_value()) << path;
-    if (v)
-      for (const auto& s : v->resources)
-        if (s.resource == resource) return s;
-    return SlotView{std::string(resource), Decimal(),        Decimal(),
-                    kUnlimitedAmount,      kUnlimitedAmount, kUnlimitedAmount};
+    return slot_of(engine, path, resource);
   }
   void SetApproval(std::string_view path, ResourceId id, Decimal approval) {
     ScopeUpdate u;

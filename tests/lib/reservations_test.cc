@@ -7,9 +7,14 @@
 #include <vector>
 
 #include "lib/engine.h"
+#include "tests/lib/engine_test_support.h"
 
 namespace budgetd {
 namespace {
+
+using testing_support::N;
+using testing_support::set_hard;
+using testing_support::slot_of;
 
 using std::chrono::hours;
 using std::chrono::microseconds;
@@ -17,8 +22,6 @@ using std::chrono::minutes;
 using std::chrono::seconds;
 
 constexpr TimePoint kStart = std::chrono::sys_days{std::chrono::year{2024} / 1 / 1};
-
-Decimal N(uint64_t n) { return Decimal::from_int(n); }
 
 std::vector<Event> Only(const std::vector<Event>& events, EventKind kind) {
   std::vector<Event> out;
@@ -60,18 +63,10 @@ UsageReport Actual(uint64_t in, uint64_t out, uint64_t llm_calls = 1) {
 class ReservationsTest : public ::testing::Test {
  protected:
   SlotView Slot(std::string_view path, std::string_view resource) {
-    auto v = engine.get_scope(path);
-    EXPECT_TRUE(v.has_value()) << path;
-    if (v)
-      for (const auto& s : v->resources)
-        if (s.resource == resource) return s;
-    return SlotView{std::string(resource), Decimal(),        Decimal(),
-                    kUnlimitedAmount,      kUnlimitedAmount, kUnlimitedAmount};
+    return slot_of(engine, path, resource);
   }
   void SetHard(std::string_view path, ResourceId id, uint64_t hard) {
-    ScopeUpdate u;
-    u.limits[id].hard = N(hard);
-    ASSERT_TRUE(engine.set_limits(path, u).has_value());
+    set_hard(engine, path, id, hard);
   }
   // Nothing is held anywhere on p1's path (acme/team), on p1, or on thread t1.
   void ExpectNothingHeld() {

@@ -7,13 +7,16 @@
 #include <vector>
 
 #include "lib/engine.h"
+#include "tests/lib/engine_test_support.h"
 
 namespace budgetd {
 namespace {
 
-constexpr TimePoint kStart = std::chrono::sys_days{std::chrono::year{2024} / 1 / 1};
+using testing_support::N;
+using testing_support::set_hard;
+using testing_support::slot_of;
 
-Decimal N(uint64_t n) { return Decimal::from_int(n); }
+constexpr TimePoint kStart = std::chrono::sys_days{std::chrono::year{2024} / 1 / 1};
 
 std::vector<Event> Only(const std::vector<Event>& events, EventKind kind) {
   std::vector<Event> out;
@@ -24,20 +27,11 @@ std::vector<Event> Only(const std::vector<Event>& events, EventKind kind) {
 
 class ThreadsTest : public ::testing::Test {
  protected:
-  // The scope slot of `resource` at `path`, or an all-zero view when it has none.
   SlotView Slot(std::string_view path, std::string_view resource) {
-    auto v = engine.get_scope(path);
-    EXPECT_TRUE(v.has_value()) << path;
-    if (v)
-      for (const auto& s : v->resources)
-        if (s.resource == resource) return s;
-    return SlotView{std::string(resource), Decimal(),        Decimal(),
-                    kUnlimitedAmount,      kUnlimitedAmount, kUnlimitedAmount};
+    return slot_of(engine, path, resource);
   }
   void SetHard(std::string_view path, ResourceId id, uint64_t hard) {
-    ScopeUpdate u;
-    u.limits[id].hard = N(hard);
-    ASSERT_TRUE(engine.set_limits(path, u).has_value());
+    set_hard(engine, path, id, hard);
   }
 
   FakeClock clock{kStart};
