@@ -152,14 +152,13 @@ void record_usage(CallContext& ctx) {
     for (auto field : labels.raw())
       if (!field.value.is_string()) ctx.params.fail("labels");
   if (!read_amounts(ctx, report.extra) || !params_ok(ctx)) return;
-  const bool existed = ctx.engine.is_tracked(*pid);
   auto r = ctx.engine.record_usage(*pid, report, ctx.peer.uid);
   if (!r) return ctx.reply.fail(r.error());
-  if (!existed && !track_new(ctx, *pid)) return;
+  if (r->created && !track_new(ctx, *pid)) return;
   if (ctx.call.oneway) return;
   auto& w = ctx.reply.ok();
   w.key("usage");
-  write_usage(w, r->usage, ctx.engine.update_elapsed_time(*pid).value_or(0));
+  write_usage(w, r->usage, r->elapsed_seconds);
   w.key("violations").begin_array();
   for (const auto& v : r->violations) write_violation(w.begin_object(), v).end_object();
   w.end_array();

@@ -104,6 +104,8 @@ using Violation = Refusal;
 struct RecordResult {
   ResourceUsage usage;                // the process's usage after the report
   std::vector<Violation> violations;  // limits this report reached or passed
+  double elapsed_seconds = 0;         // the process's wall time since allocation
+  bool created = false;               // the report created the process (record_usage)
 };
 
 struct RemainingBudget {

@@ -233,7 +233,10 @@ Result<RecordResult> Engine::record_resolved(Resolved r, const UsageReport& repo
   // Seed 003 counts every request on a thread.
   if (r.thread) ++r.thread->request_count;
   charge(r, *charges, &out.violations);
-  if (r.process) out.usage = r.process->usage;
+  if (r.process) {
+    out.usage = r.process->usage;
+    out.elapsed_seconds = to_seconds_f(clock_.now() - r.process->allocated_at);
+  }
   return out;
 }
 
@@ -241,6 +244,7 @@ Result<RecordResult> Engine::record_usage(std::string_view pid, const UsageRepor
   catch_up();
   if (auto v = validate_id(pid); !v) return std::unexpected(v.error());
   Process* p = find_process(pid);
+  const bool created = !p;
   if (!p) {
     // A report that will be refused must not leave a new process behind.
     if (auto c = report_charges(report); !c) return std::unexpected(c.error());
@@ -255,7 +259,9 @@ Result<RecordResult> Engine::record_usage(std::string_view pid, const UsageRepor
     r.thread = *t;
     r.thread_id = report.thread;
   }
-  return record_resolved(r, report, std::nullopt);
+  auto out = record_resolved(r, report, std::nullopt);
+  if (out) out->created = created;
+  return out;
 }
 
 std::optional<ResourceUsage> Engine::get_usage(std::string_view pid) const {
