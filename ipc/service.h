@@ -15,6 +15,8 @@
 #include "ipc/codec.h"
 #include "ipc/json_writer.h"
 #include "lib/engine.h"
+#include "lib/ledger.h"
+#include "lib/pricing.h"
 
 namespace budgetd::ipc {
 
@@ -49,6 +51,34 @@ class Hooks {
   virtual bool is_descendant(int32_t pid, int32_t ancestor) = 0;
   // A new OS-pid process was allocated: watch it (pidfd). An error refuses the allocation.
   virtual Result<void> track(std::string_view process) = 0;
+
+  // ---- The ledger and durability (the store). Defaults: no store (tests, durability none
+  // without a ledger). -----------------------------------------------------------------
+  // Appends a ledger record (its id and recorded_at are filled here when empty).
+  virtual void append(LedgerRecord record) { (void)record; }
+  // The reply first given to a call with this idempotency key (scoped by method and the
+  // caller's uid), while it is retained; the handler then answers it unchanged.
+  virtual std::optional<std::string> idempotent_reply(std::string_view method, uint32_t uid,
+                                                      std::string_view key) {
+    (void)method, (void)uid, (void)key;
+    return std::nullopt;
+  }
+  // Remembers `reply` (a whole reply frame's JSON, without the NUL) for the key.
+  virtual void remember_reply(std::string_view method, uint32_t uid, std::string_view key,
+                              std::string_view reply) {
+    (void)method, (void)uid, (void)key, (void)reply;
+  }
+  // The current call changed durable state: in durability "ack" its reply (and every later
+  // reply on the connection) waits until the batch holding the change is on disk. An error
+  // means the store cannot take writes (io.budgetd.StorageFailed); nothing is answered yet.
+  virtual Result<void> need_durable() { return {}; }
+  // Unit prices (config, seed 004 / seed 001 defaults).
+  virtual const PriceTable& prices() {
+    static const PriceTable defaults = PriceTable::defaults();
+    return defaults;
+  }
+  // The ledger's read side; nullptr when there is no store.
+  virtual LedgerReader* ledger() { return nullptr; }
 };
 
 class Reply {
