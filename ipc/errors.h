@@ -21,6 +21,8 @@ inline constexpr std::string_view kRateLimited = "io.budgetd.RateLimited";
 inline constexpr std::string_view kProcessNotFound = "io.budgetd.ProcessNotFound";
 inline constexpr std::string_view kInternal = "io.budgetd.InternalError";
 inline constexpr std::string_view kReloadFailed = "io.budgetd.ReloadFailed";
+// budgetd runs without a store: there is no ledger to report from.
+inline constexpr std::string_view kLedgerUnavailable = "io.budgetd.LedgerUnavailable";
 // A change that needs durability could not be written (disk full, I/O error).
 inline constexpr std::string_view kStorageFailed = "io.budgetd.StorageFailed";
 }  // namespace err
