@@ -4,6 +4,7 @@
 // (io.budgetd.Usage) read them back through LedgerReader.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -60,6 +61,11 @@ struct LedgerRecord {
 enum class GroupBy : uint8_t { resource, agent, model, thread, process, scope };
 std::string_view group_by_name(GroupBy g);
 std::optional<GroupBy> parse_group_by(std::string_view s);
+
+// A record id: RFC 4122 version 4 (random) GUID from 16 random bytes, as 36 characters of
+// lowercase hex with dashes ("xxxxxxxx-xxxx-4xxx-Nxxx-xxxxxxxxxxxx", N one of 8, 9, a, b).
+// The version and variant bits overwrite 6 of the 128 bits; the other 122 are the caller's.
+std::string format_guid(std::array<uint8_t, 16> random_bytes);
 
 struct SummaryQuery {
   TimePoint start, end;        // [start, end)
