@@ -44,6 +44,35 @@ std::optional<int32_t> parse_pid(std::string_view id) {
   return static_cast<int32_t>(v);
 }
 
+std::optional<uint64_t> process_identity(int32_t pid) {
+  if (pid <= 0) return std::nullopt;
+  auto text = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!text) return std::nullopt;
+  std::size_t close_paren = text->rfind(')');
+  if (close_paren == std::string::npos) return std::nullopt;
+  // After ") " come fields 3 (state) onwards; starttime is field 22, the 20th of those.
+  std::string_view rest = std::string_view(*text).substr(close_paren + 1);
+  std::string_view field;
+  for (int n = 3; n <= 22; ++n) {
+    std::size_t b = rest.find_first_not_of(' ');
+    if (b == std::string_view::npos) return std::nullopt;
+    rest.remove_prefix(b);
+    std::size_t e = rest.find(' ');
+    field = rest.substr(0, e);
+    rest.remove_prefix(e == std::string_view::npos ? rest.size() : e);
+  }
+  uint64_t start = 0;
+  auto [ptr, ec] = std::from_chars(field.data(), field.data() + field.size(), start);
+  if (ec != std::errc() || ptr != field.data() + field.size()) return std::nullopt;
+  static const std::string boot_id = read_proc_file("/proc/sys/kernel/random/boot_id").value_or("");
+  // FNV-1a over the boot id, then the start time's bytes.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](unsigned char c) { h = (h ^ c) * 1099511628211ull; };
+  for (char c : boot_id) mix(static_cast<unsigned char>(c));
+  for (int i = 0; i < 8; ++i) mix(static_cast<unsigned char>(start >> (8 * i)));
+  return h;
+}
+
 std::optional<int32_t> parent_pid(int32_t pid) {
   if (pid <= 0) return std::nullopt;
   auto text = read_proc_file("/proc/" + std::to_string(pid) + "/stat");

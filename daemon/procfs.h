@@ -16,6 +16,12 @@ std::optional<int32_t> parse_pid(std::string_view id);
 // name, which may itself contain spaces and parentheses). nullopt when the process is gone.
 std::optional<int32_t> parent_pid(int32_t pid);
 
+// An opaque identity of the process now running as `pid`: its start time (field 22 of
+// /proc/PID/stat, clock ticks since boot) mixed with this boot's id, so the same pid with
+// the same start time after a reboot is still another process. nullopt when it is gone.
+// The store keeps it so that recovery never adopts a pid that was reused meanwhile.
+std::optional<uint64_t> process_identity(int32_t pid);
+
 // Is `pid` equal to `ancestor` or below it in the process tree? Follows at most
 // kMaxAncestorHops parents, so a crafted or changing tree cannot make it loop.
 inline constexpr int kMaxAncestorHops = 64;

@@ -2,6 +2,8 @@
 // once in operator_only() before a handler reads anything, so a refused call changes
 // nothing. Each handler reads its parameters, calls the engine (or the daemon's hooks),
 // and writes the reply. No decisions here.
+#include <fmt/core.h>
+
 #include <algorithm>
 #include <optional>
 #include <tuple>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "ipc/errors.h"
+#include "ipc/ledger_records.h"
 #include "ipc/methods.h"
 #include "ipc/wire_types.h"
 #include "lib/calendar.h"
@@ -34,6 +37,14 @@ void operator_only(CallContext& ctx) {
     return (void)ctx.reply.error(err::kPermissionDenied)
         .field("message", "io.budgetd.Admin is for operators (root or the operator group)");
   H(ctx);
+}
+
+// An operator action that changes budgets or processes: when it succeeds, it is an audit
+// record in the ledger (seed 001's audit trail), with its parameters.
+template <Handler H>
+void audited(CallContext& ctx) {
+  operator_only<H>(ctx);
+  if (ctx.peer.is_operator && !ctx.reply.is_error()) audit(ctx);
 }
 
 // An optional string parameter whose presence matters ("" is a value: it clears).
@@ -508,8 +519,26 @@ template <bool Approve>
 void decide(CallContext& ctx) {
   uint64_t id = ctx.params.u64("request_id");
   if (!params_ok(ctx)) return;
+  // The request's consumer and resource, for the ledger record of what was granted.
+  std::optional<PendingView> request;
+  for (auto& v : ctx.engine.list_pending())
+    if (v.id == id) request = std::move(v);
   auto r = Approve ? ctx.engine.approve(id) : ctx.engine.deny(id);
   if (!r) return ctx.reply.fail(r.error());
+  if (request) {
+    LedgerRecord rec = ledger_record(ctx, LedgerKind::consumption);
+    rec.process = request->process;
+    rec.thread = request->thread;
+    rec.scope = request->scope;
+    rec.action = std::string(consume_status_name(r->status));
+    rec.detail = fmt::format("request_id={} {}", id, request->context);
+    if (r->approved() && !r->granted.is_zero())
+      if (auto item = ctx.hooks.prices().price(request->resource, r->granted)) {
+        rec.total_cost = item->total_cost;
+        rec.items.push_back(std::move(*item));
+      }
+    ctx.hooks.append(std::move(rec));
+  }
   write_consume_result(ctx.reply.ok(), *r);
 }
 
@@ -544,25 +573,25 @@ void watch(CallContext& ctx) {
 
 void register_admin_methods(Service& s) {
   const std::pair<std::string_view, Handler> methods[] = {
-      {"AdjustQuota", operator_only<adjust_quota>},
-      {"SetLimits", operator_only<set_limits>},
+      {"AdjustQuota", audited<adjust_quota>},
+      {"SetLimits", audited<set_limits>},
       {"GetScope", operator_only<get_scope>},
       {"ListScopes", operator_only<list_scopes>},
       {"ListTemplates", operator_only<list_templates>},
-      {"SetRateLimit", operator_only<set_rate_limit>},
+      {"SetRateLimit", audited<set_rate_limit>},
       {"GetRateLimitUsage", operator_only<get_rate_limit_usage>},
-      {"ResetRateLimits", operator_only<reset_rate_limits>},
-      {"CleanupExpired", operator_only<cleanup_expired>},
-      {"Reset", operator_only<reset>},
+      {"ResetRateLimits", audited<reset_rate_limits>},
+      {"CleanupExpired", audited<cleanup_expired>},
+      {"Reset", audited<reset>},
       {"ListProcesses", operator_only<list_processes>},
       {"GetSystemUsage", operator_only<get_system_usage>},
       {"Stats", operator_only<stats>},
       {"ListPending", operator_only<list_pending>},
-      {"Approve", operator_only<decide<true>>},
-      {"Deny", operator_only<decide<false>>},
-      {"Pause", operator_only<signal_process<false>>},
-      {"Resume", operator_only<signal_process<true>>},
-      {"Reload", operator_only<reload>},
+      {"Approve", audited<decide<true>>},
+      {"Deny", audited<decide<false>>},
+      {"Pause", audited<signal_process<false>>},
+      {"Resume", audited<signal_process<true>>},
+      {"Reload", audited<reload>},
       {"Watch", operator_only<watch>},
   };
   for (auto [name, h] : methods) s.add_method(std::string(kAdmin) + std::string(name), h);

@@ -1,8 +1,11 @@
 // io.budgetd.Agent: the methods agent runtimes call. Each handler reads its parameters,
 // checks who may act, calls the engine once, and writes the reply. No decisions here.
+#include <fmt/core.h>
+
 #include <charconv>
 
 #include "ipc/errors.h"
+#include "ipc/ledger_records.h"
 #include "ipc/methods.h"
 #include "ipc/wire_types.h"
 #include "lib/calendar.h"
@@ -145,16 +148,26 @@ void record_usage(CallContext& ctx) {
   if (!pid) return;
   UsageReport report = read_report(ctx.params);
   report.thread = std::string(ctx.params.str_or("thread", ""));
-  // labels ([string]string) and idempotency_key are for the ledger, not read yet; their
-  // types are still checked, so a mistyped one is refused and records nothing.
-  (void)ctx.params.str_or("idempotency_key", "");
-  if (Params labels = ctx.params.object("labels"); labels.present())
-    for (auto field : labels.raw())
-      if (!field.value.is_string()) ctx.params.fail("labels");
+  std::string_view key = read_idempotency_key(ctx.params);
+  auto labels = read_labels(ctx.params);
   if (!read_amounts(ctx, report.extra) || !params_ok(ctx)) return;
+  if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
+  auto model = labels.find("model");
+  auto priced = ctx.hooks.prices().price_report(report, model == labels.end() ? std::string_view() : model->second,
+                                                ctx.engine.resources());
+  if (!priced) return ctx.reply.fail(priced.error());
+  // Without an explicit cost the priced cost is what max_cost budgets are charged.
+  if (report.cost.is_zero()) report.cost = priced->total_cost;
   auto r = ctx.engine.record_usage(*pid, report, ctx.peer.uid);
   if (!r) return ctx.reply.fail(r.error());
   if (r->created && !track_new(ctx, *pid)) return;
+  LedgerRecord rec = ledger_record(ctx, LedgerKind::usage);
+  rec.process = std::string(*pid);
+  rec.thread = std::move(report.thread);
+  rec.scope = std::string(r->scope);
+  rec.labels = std::move(labels);
+  add_priced(rec, *priced);
+  ctx.hooks.append(std::move(rec));
   if (ctx.call.oneway) return;
   auto& w = ctx.reply.ok();
   w.key("usage");
@@ -214,9 +227,28 @@ void consume(CallContext& ctx) {
   req.amount = ctx.params.decimal("amount");
   req.allow_partial = ctx.params.bool_or("allow_partial", false);
   req.context = std::string(ctx.params.str_or("context", ""));
+  std::string_view key = read_idempotency_key(ctx.params);
+  auto labels = read_labels(ctx.params);
   if (!params_ok(ctx)) return;
+  if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
   auto r = ctx.engine.consume(req);
   if (!r) return ctx.reply.fail(r.error());
+  LedgerRecord rec = ledger_record(ctx, LedgerKind::consumption);
+  rec.process = req.target.process;
+  rec.thread = req.target.thread;
+  rec.scope = req.target.scope;
+  rec.labels = std::move(labels);
+  rec.action = std::string(consume_status_name(r->status));
+  rec.detail = req.context;
+  if (r->status == ConsumeStatus::pending) rec.detail = fmt::format("request_id={} {}", r->request_id, req.context);
+  if (r->approved() && !r->granted.is_zero()) {
+    auto item = ctx.hooks.prices().price(req.resource, r->granted);
+    if (item) {
+      rec.total_cost = item->total_cost;
+      rec.items.push_back(std::move(*item));
+    }
+  }
+  ctx.hooks.append(std::move(rec));
   write_consume_result(ctx.reply.ok(), *r);
 }
 
@@ -234,15 +266,40 @@ void reserve(CallContext& ctx) {
   auto r = ctx.engine.reserve(*t, estimate, std::chrono::seconds(static_cast<int64_t>(std::min<uint64_t>(ttl, 1u << 30))));
   if (!r) return ctx.reply.fail(r.error());
   if (!r->admitted) return ctx.reply.refuse(*r->refusal);
+  // A hold is not usage: the record carries no items, so summaries count only the commit.
+  LedgerRecord rec = ledger_record(ctx, LedgerKind::reservation);
+  rec.process = t->process;
+  rec.thread = t->thread;
+  rec.scope = t->scope;
+  rec.action = "reserved";
+  rec.detail = fmt::format("reservation_id={} expires_at={}", r->id, format_utc(r->expires_at));
+  ctx.hooks.append(std::move(rec));
   ctx.reply.ok().field("reservation_id", r->id).field("expires_at", format_utc(r->expires_at));
 }
 
 void commit(CallContext& ctx) {
   uint64_t id = ctx.params.u64("reservation_id");
   UsageReport report = read_report(ctx.params);
+  std::string_view key = read_idempotency_key(ctx.params);
+  auto labels = read_labels(ctx.params);
   if (!read_amounts(ctx, report.extra) || !params_ok(ctx)) return;
+  if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
+  auto model = labels.find("model");
+  auto priced = ctx.hooks.prices().price_report(report, model == labels.end() ? std::string_view() : model->second,
+                                                ctx.engine.resources());
+  if (!priced) return ctx.reply.fail(priced.error());
+  if (report.cost.is_zero()) report.cost = priced->total_cost;
   auto r = ctx.engine.commit(id, report);
   if (!r) return ctx.reply.fail(r.error());
+  LedgerRecord rec = ledger_record(ctx, LedgerKind::commit);
+  rec.process = r->process;
+  rec.thread = r->thread;
+  rec.scope = r->scope;
+  rec.labels = std::move(labels);
+  rec.action = r->expired ? "committed_after_expiry" : "committed";
+  rec.detail = fmt::format("reservation_id={}", id);
+  add_priced(rec, *priced);
+  ctx.hooks.append(std::move(rec));
   auto& w = ctx.reply.ok();
   w.field("expired", r->expired);
   if (r->reason != Reason::none) w.field("reason", reason_name(r->reason));
@@ -255,6 +312,10 @@ void cancel(CallContext& ctx) {
   uint64_t id = ctx.params.u64("reservation_id");
   if (!params_ok(ctx)) return;
   if (auto r = ctx.engine.cancel(id); !r) return ctx.reply.fail(r.error());
+  LedgerRecord rec = ledger_record(ctx, LedgerKind::reservation);
+  rec.action = "cancelled";
+  rec.detail = fmt::format("reservation_id={}", id);
+  ctx.hooks.append(std::move(rec));
   ctx.reply.ok();
 }
 
@@ -286,11 +347,27 @@ void consume_thread(CallContext& ctx) {
   uint64_t prompt = ctx.params.u64_or("prompt_tokens", 0);
   uint64_t completion = ctx.params.u64_or("completion_tokens", 0);
   std::string_view process = ctx.params.str_or("process", "");
+  std::string_view key = read_idempotency_key(ctx.params);
+  auto labels = read_labels(ctx.params);
   if (!params_ok(ctx)) return;
   if (!thread_allowed(ctx, thread, process))
     return (void)ctx.reply.error(err::kPermissionDenied).field("message", "may not use this thread");
+  if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
   auto r = ctx.engine.consume(thread, prompt, completion, process);
   if (!r) return ctx.reply.fail(r.error());
+  // Priced for the ledger (seed 003 per-model costs); a thread budget counts tokens only.
+  UsageReport tokens;
+  tokens.tokens_in = prompt;
+  tokens.tokens_out = completion;
+  auto model = labels.find("model");
+  auto priced = ctx.hooks.prices().price_report(tokens, model == labels.end() ? std::string_view() : model->second,
+                                                ctx.engine.resources());
+  LedgerRecord rec = ledger_record(ctx, LedgerKind::thread);
+  rec.thread = std::string(thread);
+  rec.process = r->process;
+  rec.labels = std::move(labels);
+  if (priced) add_priced(rec, *priced);
+  ctx.hooks.append(std::move(rec));
   ctx.reply.ok()
       .field("prompt_tokens", r->prompt_tokens)
       .field("completion_tokens", r->completion_tokens)

@@ -80,7 +80,20 @@ void Reply::finish() {
   finished_ = true;
   out_ += "}}";
   out_.push_back('\0');
-  if (&out_ == &scratch_) scratch_.clear();
+}
+
+void Reply::replay(std::string_view frame) {
+  if (started_) return;
+  started_ = finished_ = true;
+  out_ += frame;
+  out_.push_back('\0');
+}
+
+std::string_view Reply::frame() const {
+  std::string_view f(out_);
+  f.remove_prefix(start_);
+  if (finished_ && !f.empty()) f.remove_suffix(1);
+  return f;
 }
 
 // ---- Service --------------------------------------------------------------------------
@@ -126,7 +139,7 @@ Service::Outcome Service::handle(std::string_view message, Engine& engine, const
   ++calls_;
   Params params(call->parameters);
   Reply reply(out, call->oneway);
-  CallContext ctx{engine, peer, hooks, *call, params, reply};
+  CallContext ctx{engine, peer, hooks, *call, params, reply, {}};
   const std::string_view method = call->method;
 
   if (method == "org.varlink.service.GetInfo") {
@@ -161,6 +174,8 @@ Service::Outcome Service::handle(std::string_view message, Engine& engine, const
       reply.error(err::kMethodNotFound).field("method", method);
   }
   reply.finish();
+  if (!ctx.remember_key.empty() && !reply.is_error())
+    hooks.remember_reply(method, peer.uid, ctx.remember_key, reply.frame());
   return Outcome::replied;
 }
 

@@ -83,7 +83,7 @@ class Hooks {
 
 class Reply {
  public:
-  Reply(std::string& out, bool oneway) : out_(oneway ? scratch_ : out), w_(out_) {}
+  Reply(std::string& out, bool oneway) : out_(oneway ? scratch_ : out), start_(out_.size()), w_(out_) {}
   JsonWriter& ok();
   JsonWriter& stream();  // a reply with "continues": true
   JsonWriter& error(std::string_view name);
@@ -92,12 +92,18 @@ class Reply {
   void refuse(const Refusal& r);
   // Closes the reply; an untouched reply becomes {"parameters":{}}.
   void finish();
+  // Answers with a frame given before (an idempotent retry): `frame` is the whole reply
+  // JSON without its NUL, written unchanged.
+  void replay(std::string_view frame);
   bool is_error() const { return is_error_; }
+  // The finished frame without its NUL (also for a oneway call, whose bytes are not sent).
+  std::string_view frame() const;
 
  private:
   void begin(std::string_view head);
   std::string scratch_;
   std::string& out_;
+  std::size_t start_;  // where this reply's frame begins in out_
   JsonWriter w_;
   bool started_ = false;
   bool finished_ = false;
@@ -111,6 +117,9 @@ struct CallContext {
   const Call& call;
   Params& params;
   Reply& reply;
+  // Set by a handler whose call carried a new idempotency key: once the reply is final and
+  // not an error, the Service hands it to Hooks::remember_reply under this key.
+  std::string_view remember_key = {};
 };
 
 using Handler = void (*)(CallContext&);
