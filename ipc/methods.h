@@ -17,6 +17,7 @@ const std::vector<std::string_view>& interface_files();
 void register_all(Service& service);
 void register_agent_methods(Service& service);
 void register_admin_methods(Service& service);
+void register_usage_methods(Service& service);
 
 // The Event type of the Agent and Admin interfaces, as the body of a Watch reply.
 void write_event(JsonWriter& w, const Event& e);
