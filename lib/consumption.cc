@@ -63,6 +63,7 @@ Result<void> Engine::reset_quota(std::string_view consumer, std::string_view res
   Slot& s = n->slot(id);
   s.used = Decimal();
   s.fired = crossed_bits(s.used, s.hard, s.soft);
+  mark(*n);
   Event e = make_event(EventKind::reset, n->path);
   e.resource = std::string(resource);
   e.message = "Quota reset.";
@@ -106,6 +107,7 @@ Result<ConsumeResult> Engine::consume(const ConsumeRequest& req) {
   auto r = resolve(req.target, true);
   if (!r) return std::unexpected(r.error());
   ++stats_.total_events;
+  mark_counters();  // every path below changes the stats too
 
   auto remaining_after = [&] { return path_headroom(r->scope, *id); };
 
@@ -196,6 +198,7 @@ ConsumeResult Engine::decide(uint64_t id, bool approve, std::string_view outcome
   Hold h = holds_.at(id);
   drop_hold(id);
   --stats_.pending;
+  mark_counters();
   ConsumeResult out;
   out.request_id = id;
   Resolved r = resolve_hold(h);

@@ -92,10 +92,12 @@ Engine::Engine(const Clock& clock, EngineConfig config)
   std::sort(config_.thresholds.begin(), config_.thresholds.end());
   auto root = std::make_unique<ScopeNode>();
   root->path = "/";
-  root->last_reset_at = clock_.now();
+  root->last_reset_at = root->period_since = clock_.now();
   root_ = root.get();
   scopes_.emplace("/", std::move(root));
+  mark(*root_);
   for (auto& t : shipped_templates(resources_)) set_template(std::move(t)).value();
+  constructed_ = true;
 }
 
 Engine::~Engine() = default;
@@ -139,9 +141,10 @@ Result<Engine::ScopeNode*> Engine::find_or_create_scope(std::string_view path) {
       auto node = std::make_unique<ScopeNode>();
       node->path = prefix;
       node->parent = parent;
-      node->last_reset_at = clock_.now();
+      node->last_reset_at = node->period_since = clock_.now();
       n = node.get();
       scopes_.emplace(prefix, std::move(node));
+      mark(*n);
     }
     parent = n;
     pos = slash + 1;
@@ -173,10 +176,12 @@ void Engine::resolve_limits(ScopeNode& n) {
   if (n.reset_override) period = *n.reset_override;
   if (period != n.reset) {
     n.reset = period;
+    n.period_since = clock_.now();
     rearm_node(n);
   }
   // A changed limit re-arms its thresholds: a raised limit may put usage back below them.
   for (auto& s : n.slots) s.fired = crossed_bits(s.used, s.hard, s.soft);
+  mark(n);
 }
 
 void Engine::rearm_node(ScopeNode& n) {
@@ -191,6 +196,7 @@ void Engine::reset_node(ScopeNode& n, TimePoint boundary, bool emit) {
     s.fired = crossed_bits(s.used, s.hard, s.soft);
   }
   n.last_reset_at = boundary;
+  mark(n);
   if (emit) {
     Event e = make_event(EventKind::reset, n.path);
     e.message = "Budget reset.";
@@ -283,6 +289,12 @@ Result<void> Engine::set_template(LimitTemplate t) {
   const std::string name = t.name;
   auto& table = kind == TemplateKind::plan ? plans_ : tiers_;
   table[name] = std::move(t);
+  // The shipped templates come back with the binary; one set after construction (by the
+  // configuration or an operator) is durable state.
+  if (constructed_) {
+    live_templates_.emplace(kind, name);
+    dirty_.templates.emplace(kind, name);
+  }
   // Nodes that reference the template see the change at once, and say so.
   for (auto& [path, n] : scopes_) {
     if ((kind == TemplateKind::plan ? n->plan : n->tier) != name) continue;
@@ -542,6 +554,7 @@ void Engine::charge_node(ScopeNode& n, const Resolved& r, ResourceId id, Decimal
 }
 
 void Engine::rearm_process_fired(Process& p) {
+  mark(p);
   const ResourceQuota& q = *p.quota;
   auto lim = [](uint64_t v) { return v == kUnlimited ? kUnlimitedAmount : Decimal::from_int(v); };
   for (std::size_t i = 0; i < 4; ++i)
@@ -569,6 +582,7 @@ void Engine::charge_process(Process& p, const ChargeList& c, std::vector<Violati
       default: break;
     }
   }
+  mark(p);
   const ResourceQuota& q = *p.quota;
   Resolved r{&p, nullptr, p.scope, {}};
   static const std::string kProcessLevel;
@@ -588,6 +602,7 @@ void Engine::charge_process(Process& p, const ChargeList& c, std::vector<Violati
 void Engine::charge(const Resolved& r, const ChargeList& c, std::vector<Violation>* out) {
   if (r.thread) {
     Thread& t = *r.thread;
+    mark_thread(r.thread_id, t);
     uint64_t in = c.get(res::tokens_in).saturating_add(c.get(res::tokens)).to_u64_ceil();
     uint64_t o = c.get(res::tokens_out).to_u64_ceil();
     uint64_t before = sat_add(t.prompt_tokens, t.completion_tokens);
@@ -610,6 +625,7 @@ void Engine::charge(const Resolved& r, const ChargeList& c, std::vector<Violatio
   for (Process* p = r.process; p; p = parent_of(*p)) charge_process(*p, c, out);
   Decimal tokens = c.get(res::tokens_in).saturating_add(c.get(res::tokens_out));
   for (ScopeNode* n = r.scope; n; n = n->parent) {
+    mark(*n);
     for (const auto& ch : c) {
       if (ch.amount.is_zero()) continue;
       // `tokens` on a node is kept as in + out; a direct `tokens` charge adds to it too.

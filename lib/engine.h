@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <queue>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,6 +35,7 @@
 #include "lib/ratelimit.h"
 #include "lib/reason.h"
 #include "lib/resource.h"
+#include "lib/state.h"
 
 namespace budgetd {
 
@@ -106,6 +108,7 @@ struct RecordResult {
   std::vector<Violation> violations;  // limits this report reached or passed
   double elapsed_seconds = 0;         // the process's wall time since allocation
   bool created = false;               // the report created the process (record_usage)
+  std::string_view scope;             // the process's scope path (valid until the next call)
 };
 
 struct RemainingBudget {
@@ -173,6 +176,7 @@ struct CommitResult {
   bool expired = false;  // the hold had expired; the usage was still recorded
   Reason reason = Reason::none;  // reservation_expired when expired
   std::vector<Violation> violations;
+  std::string process, thread, scope;  // whom the reservation charged (for the ledger)
 };
 
 enum class ConsumeStatus : uint8_t { approved, denied, partial, pending };
@@ -357,6 +361,23 @@ class Engine {
   std::vector<Event> take_events();
   const std::vector<Event>& pending_events() const { return events_; }
 
+  // ---- Durable state (state_engine.cc; the records are in lib/state.h) ------------------
+  // Everything a restart needs, each list in key order. Templates: only those set with
+  // set_template (the shipped ones come back with the binary).
+  EngineState export_state() const;
+  // What changed since the last call, as full records to upsert and keys to delete, and
+  // forgets it. The daemon calls it after every loop batch: it costs what changed, not
+  // what is tracked (every mutation marks its entity dirty once per batch).
+  EngineChanges take_changes();
+  // Restores an export into this engine, freshly constructed (its configuration applied;
+  // shipped and configured templates and scopes may exist: a record overrides a scope's
+  // usage, overrides, plan and tier). All or nothing: every record is checked first, and on
+  // an error (a bad id or path, a duplicate, an unknown parent, plan or thread) the engine
+  // is unchanged. Nothing is fired here: timeouts run from the recorded allocated_at,
+  // holds expire at their recorded instant and missed calendar resets apply, with their
+  // events, on the next catch-up (any call, or advance()).
+  Result<void> import_state(const EngineState& state);
+
  private:
   struct Slot {
     Decimal used;
@@ -375,7 +396,12 @@ class Engine {
     ResetPeriod reset = ResetPeriod::never;
     TimePoint last_reset_at;
     TimePoint next_reset_at = TimePoint::max();
+    // When the current reset period took effect; the next reset is the first boundary
+    // after the later of this and last_reset_at (a period set mid-way through a day does
+    // not reset at once).
+    TimePoint period_since;
     std::vector<Slot> slots;  // indexed by ResourceId, grown on demand
+    bool dirty = false;       // listed in dirty_.scopes
     Slot& slot(ResourceId id);
     const Slot* find_slot(ResourceId id) const;
   };
@@ -393,10 +419,14 @@ class Engine {
     // one's, and admission here also asks it. kNoParent when allocated directly.
     uint32_t parent_index = kNoParent;
     uint32_t parent_generation = 0;
+    // Processes ever delegated from this one (never decremented): a release with none
+    // skips the scan for children whose records name it as their parent.
+    uint32_t children = 0;
     std::array<uint8_t, 6> fired{};  // per counted resource, as Slot::fired
     bool live = false;
     bool soft_fired = false;
     bool hard_fired = false;
+    bool dirty = false;  // listed in dirty_.processes
   };
   static constexpr uint32_t kNoParent = UINT32_MAX;
   Process* parent_of(const Process& p);
@@ -409,6 +439,7 @@ class Engine {
     uint64_t reserved = 0;
     std::string process;  // owning process id, or ""
     ScopeNode* scope = nullptr;  // where its tokens go once the process is gone
+    bool dirty = false;  // listed in dirty_.threads
   };
   enum class HoldKind : uint8_t { reservation, pending };
   struct Hold {
@@ -500,6 +531,44 @@ class Engine {
   // A seed-000 consumer (an existing scope path) and resource, or the named error.
   Result<std::pair<ScopeNode*, ResourceId>> consumer_slot(std::string_view consumer, std::string_view resource) const;
 
+  // Dirty tracking (state_engine.cc). A flag on the entity makes a repeated mark one test.
+  struct Dirty {
+    std::vector<ScopeNode*> scopes;  // nodes never die
+    // Slots of processes_ (stable addresses); a slot listed twice, or released, is
+    // recognised by its flag and liveness when taken.
+    std::vector<Process*> processes;
+    std::unordered_set<std::string> released;  // deleted unless live again when taken
+    std::unordered_set<std::string> threads;   // upserted if present when taken, else deleted
+    std::unordered_set<uint64_t> holds;        // the same
+    std::set<std::pair<TemplateKind, std::string>> templates;
+    bool counters = false;
+  };
+  void mark(ScopeNode& n) {
+    if (n.dirty) return;
+    n.dirty = true;
+    dirty_.scopes.push_back(&n);
+  }
+  void mark(Process& p) {
+    if (p.dirty) return;
+    p.dirty = true;
+    dirty_.processes.push_back(&p);
+  }
+  void mark_thread(std::string_view id, Thread& t) {
+    if (t.dirty) return;
+    t.dirty = true;
+    dirty_.threads.emplace(id);
+  }
+  void mark_released(Process& p);
+  void mark_hold(uint64_t id) { dirty_.holds.insert(id); }
+  void mark_counters() { dirty_.counters = true; }
+  void clear_changes();
+  ScopeRecord scope_record(const ScopeNode& n) const;
+  ProcessRecord process_record(const Process& p) const;
+  ThreadRecord thread_record(const std::string& id, const Thread& t) const;
+  HoldRecord hold_record(uint64_t id, const Hold& h) const;
+  TemplateRecord template_record(const LimitTemplate& t) const;
+  CountersRecord counters_record() const;
+
   const Clock& clock_;
   EngineConfig config_;
   ResourceRegistry resources_;
@@ -511,6 +580,10 @@ class Engine {
   std::map<std::string, std::unique_ptr<ScopeNode>, std::less<>> scopes_;  // nodes never die
   ScopeNode* root_;
   std::map<std::string, LimitTemplate, std::less<>> plans_, tiers_;
+  // Templates set with set_template, as opposed to the shipped ones the constructor set:
+  // only these are durable state.
+  std::set<std::pair<TemplateKind, std::string>> live_templates_;
+  bool constructed_ = false;
 
   // A deque keeps Process addresses stable, so the index can key on views of Process::id.
   std::deque<Process> processes_;
@@ -529,6 +602,7 @@ class Engine {
 
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
   std::vector<Event> events_;
+  Dirty dirty_;
 };
 
 }  // namespace budgetd

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "lib/state.h"
+
 namespace budgetd {
 namespace {
 
@@ -156,6 +158,28 @@ void SlidingWindow::clear() {
   newest_ = INT64_MIN;
 }
 
+std::vector<std::pair<int64_t, uint64_t>> SlidingWindow::buckets() const {
+  std::vector<std::pair<int64_t, uint64_t>> out;
+  for (const Bucket& b : ring_)
+    if (b.count > 0) out.emplace_back(b.index, b.count);
+  return out;
+}
+
+Result<void> SlidingWindow::restore(std::span<const std::pair<int64_t, uint64_t>> buckets,
+                                    int64_t newest) {
+  std::vector<Bucket> ring(ring_.size());
+  for (const auto& [index, count] : buckets) {
+    if (count == 0) return fail(Errc::invalid_argument, "window bucket with a zero count");
+    if (index > newest) return fail(Errc::invalid_argument, "window bucket newer than the newest");
+    Bucket& b = ring[slot_of(index)];
+    if (b.count != 0) return fail(Errc::invalid_argument, "two window buckets in one slot");
+    b = Bucket{index, count};
+  }
+  ring_ = std::move(ring);
+  newest_ = newest;
+  return {};
+}
+
 // ---- RateLimitConfig --------------------------------------------------------------------
 
 std::string_view rate_window_name(RateWindow w) {
@@ -197,12 +221,14 @@ void RateLimiter::set_default_config(RateLimitConfig config) { default_config_ =
 
 Result<void> RateLimiter::set_user_limits(std::string user, RateLimitConfig config) {
   if (auto ok = check_id(user, "user"); !ok) return ok;
+  dirty_limits_.emplace(false, user);
   user_limits_.insert_or_assign(std::move(user), config);
   return {};
 }
 
 Result<void> RateLimiter::set_endpoint_limits(std::string endpoint, RateLimitConfig config) {
   if (auto ok = check_id(endpoint, "endpoint"); !ok) return ok;
+  dirty_limits_.emplace(true, endpoint);
   endpoint_limits_.insert_or_assign(std::move(endpoint), config);
   return {};
 }
@@ -211,6 +237,7 @@ Result<bool> RateLimiter::clear_user_limits(std::string_view user) {
   if (auto ok = check_id(user, "user"); !ok) return std::unexpected(ok.error());
   const auto it = user_limits_.find(user);
   if (it == user_limits_.end()) return false;
+  dirty_limits_.emplace(false, it->first);
   user_limits_.erase(it);
   return true;
 }
@@ -219,6 +246,7 @@ Result<bool> RateLimiter::clear_endpoint_limits(std::string_view endpoint) {
   if (auto ok = check_id(endpoint, "endpoint"); !ok) return std::unexpected(ok.error());
   const auto it = endpoint_limits_.find(endpoint);
   if (it == endpoint_limits_.end()) return false;
+  dirty_limits_.emplace(true, it->first);
   endpoint_limits_.erase(it);
   return true;
 }
@@ -307,6 +335,7 @@ Result<RateLimitResult> RateLimiter::check_rate_limit(std::string_view user,
 
   auto stored = windows_for_recording(user, endpoint);
   if (!stored) return std::unexpected(stored.error());
+  mark_pair(user, endpoint, *stored);
   // Every window counts the request, limited or not, so a limit set later takes effect on
   // the traffic already seen.
   for (const RateWindow kind : kAllRateWindows) {
@@ -356,6 +385,7 @@ Result<std::size_t> RateLimiter::reset_user(std::string_view user) {
         std::count_if(windows.begin(), windows.end(), [](const auto& w) { return w.has_value(); }));
   }
   tracked_pairs_ -= user_it->second.size();
+  for (const auto& [endpoint, windows] : user_it->second) dirty_pairs_.emplace_back(user_it->first, endpoint);
   windows_.erase(user_it);
   return cleared;
 }
@@ -366,19 +396,22 @@ std::size_t RateLimiter::cleanup_expired() {
   for (auto user_it = windows_.begin(); user_it != windows_.end();) {
     EndpointWindows& endpoints = user_it->second;
     for (auto it = endpoints.begin(); it != endpoints.end();) {
-      bool any_left = false;
+      bool any_left = false, any_dropped = false;
       for (std::optional<SlidingWindow>& window : it->second) {
         if (!window) continue;
         if (window->count(now) == 0) {
           window.reset();
           ++removed;
+          any_dropped = true;
         } else {
           any_left = true;
         }
       }
       if (any_left) {
+        if (any_dropped) mark_pair(user_it->first, it->first, &it->second);
         ++it;
       } else {
+        dirty_pairs_.emplace_back(user_it->first, it->first);
         it = endpoints.erase(it);
         --tracked_pairs_;
       }
@@ -392,6 +425,127 @@ Result<void> RateLimiter::set_max_tracked_pairs(std::size_t max_pairs) {
   if (max_pairs == 0) return fail(Errc::invalid_argument, "max_tracked_pairs must be positive");
   max_tracked_pairs_ = max_pairs;
   return {};
+}
+
+// ---- Durable state ----------------------------------------------------------------------
+
+void RateLimiter::mark_pair(std::string_view user, std::string_view endpoint, WindowSet* windows) {
+  if (windows->dirty) return;
+  windows->dirty = true;
+  dirty_pairs_.emplace_back(user, endpoint);
+}
+
+namespace {
+template <class WindowSetT>
+RateWindowRecord window_record(const std::string& user, const std::string& endpoint,
+                               const WindowSetT& windows) {
+  RateWindowRecord r;
+  r.user = user;
+  r.endpoint = endpoint;
+  for (std::size_t k = 0; k < windows.size(); ++k) {
+    if (!windows[k]) continue;
+    r.present[k] = true;
+    r.buckets[k] = windows[k]->buckets();
+    r.newest[k] = windows[k]->newest_bucket();
+  }
+  return r;
+}
+}  // namespace
+
+std::vector<RateLimitRecord> RateLimiter::export_limits() const {
+  std::vector<RateLimitRecord> out;
+  for (const auto& [name, config] : user_limits_) out.push_back({false, name, config});
+  for (const auto& [name, config] : endpoint_limits_) out.push_back({true, name, config});
+  return out;
+}
+
+std::vector<RateWindowRecord> RateLimiter::export_windows() const {
+  std::vector<RateWindowRecord> out;
+  for (const auto& [user, endpoints] : windows_)
+    for (const auto& [endpoint, windows] : endpoints) out.push_back(window_record(user, endpoint, windows));
+  return out;
+}
+
+Result<void> RateLimiter::import_state(std::span<const RateLimitRecord> limits,
+                                       std::span<const RateWindowRecord> windows) {
+  // Merged into copies and swapped in, so a bad record changes nothing. A record overrides
+  // what the configuration set; what only the configuration set stays (and stays dirty:
+  // the store has not seen it).
+  ConfigMap users = user_limits_, endpoints = endpoint_limits_;
+  std::set<std::pair<bool, std::string>> seen_limits;
+  for (const RateLimitRecord& l : limits) {
+    const char* what = l.endpoint ? "rate limit endpoint" : "rate limit user";
+    if (auto ok = check_id(l.name, what); !ok) return ok;
+    if (!seen_limits.emplace(l.endpoint, l.name).second)
+      return fail(Errc::already_exists, std::string(what) + " " + l.name + " twice");
+    (l.endpoint ? endpoints : users).insert_or_assign(l.name, l.config);
+  }
+  auto pairs = windows_;
+  std::set<std::pair<std::string, std::string>> seen_pairs;
+  for (const RateWindowRecord& r : windows) {
+    if (auto ok = check_id(r.user, "rate window user"); !ok) return ok;
+    if (auto ok = check_id(r.endpoint, "rate window endpoint"); !ok) return ok;
+    if (!seen_pairs.emplace(r.user, r.endpoint).second)
+      return fail(Errc::already_exists, "rate window " + r.user + "/" + r.endpoint + " twice");
+    WindowSet set;
+    bool any = false;
+    for (const RateWindow kind : kAllRateWindows) {
+      const auto k = static_cast<std::size_t>(kind);
+      if (!r.present[k]) continue;
+      SlidingWindow w = make_window(kind);
+      if (auto ok = w.restore(r.buckets[k], r.newest[k]); !ok)
+        return fail(ok.error().code, "rate window " + r.user + "/" + r.endpoint + " " +
+                                         std::string(rate_window_name(kind)) + ": " + ok.error().detail);
+      set[k] = std::move(w);
+      any = true;
+    }
+    if (any) pairs[r.user].insert_or_assign(r.endpoint, std::move(set));  // a pair with no window is not tracked
+  }
+  std::size_t count = 0;
+  for (const auto& [user, endpoints_of_user] : pairs) count += endpoints_of_user.size();
+  user_limits_ = std::move(users);
+  endpoint_limits_ = std::move(endpoints);
+  windows_ = std::move(pairs);
+  // A restart may bring back more pairs than the bound allows: they are kept (dropping
+  // them would forget admitted requests); new pairs wait until cleanup makes room.
+  tracked_pairs_ = count;
+  for (const auto& key : seen_limits) dirty_limits_.erase(key);
+  std::erase_if(dirty_pairs_, [&](const auto& key) { return seen_pairs.contains(key); });
+  return {};
+}
+
+void RateLimiter::take_changes(EngineChanges& out) {
+  for (const auto& [endpoint, name] : dirty_limits_) {
+    const ConfigMap& m = endpoint ? endpoint_limits_ : user_limits_;
+    if (auto it = m.find(name); it != m.end())
+      out.rate_limits.push_back({endpoint, name, it->second});
+    else
+      out.removed_rate_limits.push_back({endpoint, name, {}});
+  }
+  dirty_limits_.clear();
+  if (dirty_pairs_.empty()) return;
+  std::sort(dirty_pairs_.begin(), dirty_pairs_.end());
+  dirty_pairs_.erase(std::unique(dirty_pairs_.begin(), dirty_pairs_.end()), dirty_pairs_.end());
+  for (auto& [user, endpoint] : dirty_pairs_) {
+    WindowSet* windows = nullptr;
+    if (auto u = windows_.find(user); u != windows_.end())
+      if (auto e = u->second.find(endpoint); e != u->second.end()) windows = &e->second;
+    if (windows) {
+      out.rate_windows.push_back(window_record(user, endpoint, *windows));
+      windows->dirty = false;
+    } else {
+      out.removed_rate_windows.emplace_back(std::move(user), std::move(endpoint));
+    }
+  }
+  dirty_pairs_.clear();
+}
+
+void RateLimiter::clear_changes() {
+  dirty_limits_.clear();
+  for (const auto& [user, endpoint] : dirty_pairs_)
+    if (auto u = windows_.find(user); u != windows_.end())
+      if (auto e = u->second.find(endpoint); e != u->second.end()) e->second.dirty = false;
+  dirty_pairs_.clear();
 }
 
 }  // namespace budgetd

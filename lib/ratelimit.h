@@ -12,14 +12,22 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lib/clock.h"
 #include "lib/error.h"
 
 namespace budgetd {
+
+// Durable records (lib/state.h), which includes this header.
+struct RateLimitRecord;
+struct RateWindowRecord;
+struct EngineChanges;
 
 // Counts requests over a sliding window of fixed length in a fixed ring of buckets, so its
 // memory does not depend on the request rate.
@@ -60,6 +68,14 @@ class SlidingWindow {
   // How long after t until every request now counted has slid out; zero if count(t) == 0.
   Duration time_until_empty(TimePoint t) const;
   void clear();
+
+  // The durable form: (bucket index, count) of every non-empty bucket, in ring order, and
+  // the newest bucket recorded into. restore() puts back exactly what these returned.
+  std::vector<std::pair<int64_t, uint64_t>> buckets() const;
+  int64_t newest_bucket() const { return newest_; }
+  // Errc::invalid_argument for a zero count, two buckets in one ring slot, or a bucket
+  // newer than `newest`; the window is unchanged then.
+  Result<void> restore(std::span<const std::pair<int64_t, uint64_t>> buckets, int64_t newest);
 
   Duration window() const { return window_; }
   Duration bucket_width() const { return width_; }
@@ -201,15 +217,35 @@ class RateLimiter {
   std::size_t max_tracked_pairs() const { return max_tracked_pairs_; }
   std::size_t tracked_pairs() const { return tracked_pairs_; }
 
+  // ---- Durable state (the Engine's export/import and take_changes) --------------------
+  // The per-user and per-endpoint limits (the default comes from the configuration), users
+  // first, each in name order.
+  std::vector<RateLimitRecord> export_limits() const;
+  // Every tracked pair's windows, in (user, endpoint) order.
+  std::vector<RateWindowRecord> export_windows() const;
+  // Replaces the per-user and per-endpoint limits and every window with the records, or
+  // changes nothing (an invalid id, a duplicate, a malformed window).
+  Result<void> import_state(std::span<const RateLimitRecord> limits,
+                            std::span<const RateWindowRecord> windows);
+  // Appends what changed since the last call (limits set or cleared, pairs recorded into
+  // or dropped) to `out`, each key once, and forgets it.
+  void take_changes(EngineChanges& out);
+  // Forgets what changed without reporting it (after an import: the store has it).
+  void clear_changes();
+
  private:
   // Indexed by RateWindow; a disengaged slot is a window dropped (or never needed) while
-  // empty, so it counts zero.
-  using WindowSet = std::array<std::optional<SlidingWindow>, kAllRateWindows.size()>;
+  // empty, so it counts zero. `dirty`: already listed in dirty_pairs_ since the last
+  // take_changes, so recording into a pair costs one flag test, not a set insertion.
+  struct WindowSet : std::array<std::optional<SlidingWindow>, kAllRateWindows.size()> {
+    bool dirty = false;
+  };
   using EndpointWindows = std::map<std::string, WindowSet, std::less<>>;
 
   RateLimitConfig effective_config(std::string_view user, std::string_view endpoint) const;
   const WindowSet* find_windows(std::string_view user, std::string_view endpoint) const;
   Result<WindowSet*> windows_for_recording(std::string_view user, std::string_view endpoint);
+  void mark_pair(std::string_view user, std::string_view endpoint, WindowSet* windows);
 
   const Clock& clock_;
   RateLimitConfig default_config_;
@@ -218,6 +254,10 @@ class RateLimiter {
   std::map<std::string, EndpointWindows, std::less<>> windows_;  // user -> endpoint -> windows
   std::size_t tracked_pairs_ = 0;
   std::size_t max_tracked_pairs_ = kDefaultMaxTrackedPairs;
+  // Changed since take_changes(): (is endpoint, name) of limits; (user, endpoint) pairs,
+  // possibly repeated (a pair dropped and recorded into again), deduplicated on take.
+  std::set<std::pair<bool, std::string>> dirty_limits_;
+  std::vector<std::pair<std::string, std::string>> dirty_pairs_;
 };
 
 }  // namespace budgetd

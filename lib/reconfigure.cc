@@ -14,12 +14,15 @@ void Engine::reconfigure(const EngineConfig& config) {
   // only new allocations see the new one.
   default_quota_ = std::make_shared<const ResourceQuota>(config_.default_quota);
   thread_default_ = config_.thread_default_max_tokens;
+  mark_counters();
   // Thresholds may have moved: recompute which are crossed, without firing events, so a
   // reload never replays warnings already given.
-  for (auto& [path, n] : scopes_)
+  for (auto& [path, n] : scopes_) {
     for (auto& s : n->slots) s.fired = crossed_bits(s.used, s.hard, s.soft);
+    mark(*n);
+  }
   for (auto& p : processes_)
-    if (p.live) rearm_process_fired(p);
+    if (p.live) rearm_process_fired(p);  // marks it dirty
 }
 
 }  // namespace budgetd

@@ -51,6 +51,8 @@ Engine::Resolved Engine::resolve_hold(const Hold& h) {
 Result<uint64_t> Engine::add_hold(Hold h) {
   if (holds_.size() >= config_.max_holds) return fail(Errc::capacity_exceeded, "open holds at the maximum");
   uint64_t id = next_hold_id_++;
+  mark_counters();
+  mark_hold(id);
   hold(resolve_hold(h), h.amount, true);
   deadlines_.push({h.expires_at, DeadlineKind::hold_expiry, 0, id});
   holds_.emplace(id, std::move(h));
@@ -62,6 +64,7 @@ void Engine::drop_hold(uint64_t id) {
   if (it == holds_.end()) return;
   hold(resolve_hold(it->second), it->second.amount, false);
   holds_.erase(it);
+  mark_hold(id);
 }
 
 void Engine::expire_hold(uint64_t id, TimePoint when) {
@@ -125,6 +128,10 @@ Result<CommitResult> Engine::commit(uint64_t id, const UsageReport& actual) {
   // can correct it and commit again.
   if (auto valid = report_charges(actual); !valid) return std::unexpected(valid.error());
   Resolved r;
+  const Hold& held = live ? it->second : ex->second;
+  out.process = held.process;
+  out.thread = held.thread;
+  out.scope = held.scope ? held.scope->path : std::string();
   if (live) {
     r = resolve_hold(it->second);
     drop_hold(id);

@@ -59,6 +59,11 @@ struct ScopeRecord {
   std::optional<ResetPeriod> reset_override;
   TimePoint last_reset_at;
   std::vector<SlotRecord> slots;  // only slots with usage or fired bits
+  // When the current reset period took effect (the node's creation, or the set_limits or
+  // template change that gave it this period). The next reset is the first boundary after
+  // the later of this and last_reset_at: a daily period set at 15:00 resets at midnight,
+  // not at once on recovery because yesterday's boundary lies after an older last reset.
+  TimePoint period_since;
   friend bool operator==(const ScopeRecord&, const ScopeRecord&) = default;
 };
 

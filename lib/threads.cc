@@ -29,6 +29,7 @@ Result<Engine::Thread*> Engine::ensure_thread(std::string_view id, std::string_v
     if (p && t->process.empty()) {
       t->process = p->id;
       t->scope = p->scope;
+      mark_thread(id, *t);
     } else if (p && t->process != p->id) {
       return fail(Errc::invalid_argument, "thread " + std::string(id) + " belongs to process " + t->process);
     }
@@ -39,7 +40,9 @@ Result<Engine::Thread*> Engine::ensure_thread(std::string_view id, std::string_v
   t.max_tokens = thread_default_;
   t.process = p ? p->id : std::string();
   t.scope = p ? p->scope : root_;
-  return &threads_.emplace(std::string(id), std::move(t)).first->second;
+  Thread& made = threads_.emplace(std::string(id), std::move(t)).first->second;
+  mark_thread(id, made);
+  return &made;
 }
 
 ThreadUsage Engine::thread_view(std::string_view id, const Thread& t) const {
@@ -56,7 +59,10 @@ ThreadUsage Engine::thread_view(std::string_view id, const Thread& t) const {
                      t.process};
 }
 
-void Engine::configure(uint64_t max_tokens_per_thread) { thread_default_ = max_tokens_per_thread; }
+void Engine::configure(uint64_t max_tokens_per_thread) {
+  thread_default_ = max_tokens_per_thread;
+  mark_counters();
+}
 
 Result<ThreadUsage> Engine::get_budget(std::string_view thread, std::string_view process) {
   catch_up();
@@ -93,6 +99,7 @@ Result<ThreadUsage> Engine::consume(std::string_view thread, uint64_t prompt_tok
   if (prompt_tokens) (void)c.add(res::tokens_in, Decimal::from_int(prompt_tokens));
   if (completion_tokens) (void)c.add(res::tokens_out, Decimal::from_int(completion_tokens));
   ++th.request_count;
+  mark_thread(thread, th);
   charge(r, c, nullptr);
   return thread_view(thread, th);
 }
@@ -140,7 +147,11 @@ std::optional<ThreadUsage> Engine::cleanup_thread(std::string_view thread) {
   ThreadUsage final = thread_view(thread, it->second);
   // Holds naming the thread lose it; they still free the process and path on commit.
   for (auto& [id, h] : holds_)
-    if (h.thread == thread) h.thread.clear();
+    if (h.thread == thread) {
+      h.thread.clear();
+      mark_hold(id);
+    }
+  dirty_.threads.emplace(thread);  // gone by the time it is taken: deleted
   threads_.erase(it);
   return final;
 }

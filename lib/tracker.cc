@@ -66,6 +66,7 @@ Result<Engine::Process*> Engine::create_process(std::string_view pid, std::share
   p.allocated_at = clock_.now();
   p.owner = owner;
   p.live = true;
+  mark(p);
   index_.emplace(p.id, index);
   arm_timeouts(p, index);
   push_event(process_event(EventKind::allocated, p));
@@ -96,6 +97,7 @@ Result<bool> Engine::allocate_child(std::string_view parent, std::string_view ch
   Process* c = find_process(child);
   c->parent_index = parent_index;
   c->parent_generation = parent_generation;
+  ++processes_[parent_index].children;
   return true;
 }
 
@@ -150,6 +152,7 @@ bool Engine::release(std::string_view pid) {
   e.usage = p.usage;
   e.message = "Process released.";
   push_event(std::move(e));
+  mark_released(p);
   index_.erase(it);
   p.live = false;
   p.id.clear();
@@ -184,6 +187,7 @@ Result<ResourceQuota> Engine::adjust_quota(std::string_view pid,
   };
   if (q.soft_timeout_seconds != old.soft_timeout_seconds) rearm(q.soft_timeout_seconds, p->soft_fired);
   if (q.timeout_seconds != old.timeout_seconds) rearm(q.timeout_seconds, p->hard_fired);
+  mark(*p);
   arm_timeouts(*p, index_.at(p->id));
   Event e = process_event(EventKind::limit_changed, *p);
   e.message = "Quota adjusted.";
@@ -231,11 +235,15 @@ Result<RecordResult> Engine::record_resolved(Resolved r, const UsageReport& repo
     }
   }
   // Seed 003 counts every request on a thread.
-  if (r.thread) ++r.thread->request_count;
+  if (r.thread) {
+    ++r.thread->request_count;
+    mark_thread(r.thread_id, *r.thread);
+  }
   charge(r, *charges, &out.violations);
   if (r.process) {
     out.usage = r.process->usage;
     out.elapsed_seconds = to_seconds_f(clock_.now() - r.process->allocated_at);
+    out.scope = r.process->scope->path;
   }
   return out;
 }
@@ -370,7 +378,7 @@ Result<void> Engine::reset_process(std::string_view pid) {
   p->usage = ResourceUsage{};
   p->allocated_at = clock_.now();
   p->soft_fired = p->hard_fired = false;
-  rearm_process_fired(*p);
+  rearm_process_fired(*p);  // marks it dirty
   arm_timeouts(*p, index_.at(p->id));
   Event e = process_event(EventKind::reset, *p);
   e.message = "Process budget reset.";
@@ -391,6 +399,7 @@ void Engine::fire_timeout(uint32_t index, uint32_t generation, DeadlineKind kind
   // A warning after the fact is noise: once the hard timeout fired, the soft one is moot.
   if (soft && p.hard_fired) return;
   (soft ? p.soft_fired : p.hard_fired) = true;
+  mark(p);
   Event e = process_event(soft ? EventKind::soft_timeout : EventKind::timeout, p);
   e.resource = "elapsed";
   e.used = Decimal::from_int(static_cast<uint64_t>(std::max<int64_t>(0, to_seconds(clock_.now() - p.allocated_at))));
