@@ -40,9 +40,11 @@ constexpr int64_t kMaxSeconds = 10LL * 365 * 24 * 3600;
 // sun_path holds 108 bytes including the terminating NUL.
 constexpr std::size_t kMaxSocketPathBytes = sizeof(sockaddr_un::sun_path) - 1;
 
-constexpr std::array<std::string_view, 14> kTopLevelKeys = {
-    "socket", "bounds", "quota", "threads",     "alerts",    "reservations",       "approval",
-    "plans",  "tiers",  "scope", "rate_limits", "state_dir", "status_interval_ms", "log_level"};
+constexpr std::array<std::string_view, 16> kTopLevelKeys = {
+    "socket",       "bounds",   "quota",   "threads",   "alerts",
+    "reservations", "approval", "plans",   "tiers",     "scope",
+    "rate_limits",  "store",    "pricing", "state_dir", "status_interval_ms",
+    "log_level"};
 constexpr std::array<std::string_view, 4> kSocketKeys = {"path", "mode", "group", "operator_group"};
 constexpr std::array<std::string_view, 1> kThreadsKeys = {"max_tokens_per_thread"};
 constexpr std::array<std::string_view, 1> kAlertsKeys = {"thresholds"};
@@ -55,6 +57,18 @@ constexpr std::array<std::string_view, 7> kScopeKeys = {"path",   "plan", "tier"
 constexpr std::array<std::string_view, 3> kRateLimitsKeys = {"default", "users", "endpoints"};
 constexpr std::array<std::string_view, 4> kRateLimitKeys = {
     "requests_per_minute", "requests_per_hour", "requests_per_day", "burst"};
+constexpr std::array<std::string_view, 5> kStoreKeys = {
+    "state_dir", "durability", "batch_window_ms", "retention_days", "idempotency_retention_hours"};
+constexpr std::array<std::string_view, 3> kDurabilityNames = {"ack", "batch", "none"};
+constexpr std::array<std::string_view, 3> kPricingKeys = {"resources", "models", "actions"};
+constexpr std::array<std::string_view, 3> kResourcePriceKeys = {"unit", "unit_size", "unit_cost"};
+constexpr std::array<std::string_view, 2> kModelPriceKeys = {"input_per_1k", "output_per_1k"};
+// Store windows: a batch window past a second defeats the point of "batch" (the answer says
+// the data is as good as kept); retention up to a century, idempotency up to ten years
+// (kMaxSeconds), both far from overflowing a microsecond clock.
+constexpr int64_t kMaxBatchWindowMs = 1000;
+constexpr int64_t kMaxRetentionDays = 36500;
+constexpr int64_t kMaxIdempotencyHours = kMaxSeconds / 3600;
 // spdlog's level names, which the daemon passes to spdlog::level::from_str.
 constexpr std::array<std::string_view, 7> kLogLevels = {"trace", "debug",    "info", "warn",
                                                         "error", "critical", "off"};
@@ -156,11 +170,20 @@ std::string one_of(std::span<const std::string_view> names) {
   return out;
 }
 
-std::string malformed_decimal(std::string_view text) {
+std::string malformed_decimal(std::string_view text, bool unlimited_allowed = true) {
   return fmt::format(
       "malformed decimal \"{}\" (expected digits with an optional fraction of at most {} digits, "
-      "such as \"12.50\", or \"unlimited\")",
-      text, Decimal::kScale);
+      "such as \"12.50\"{})",
+      text, Decimal::kScale, unlimited_allowed ? ", or \"unlimited\"" : "");
+}
+
+// The count a unit label starts with: 1000 for "1000 tokens"; none for "GB" or "count".
+std::optional<Decimal> leading_number(std::string_view unit) {
+  auto space = unit.find(' ');
+  if (space == std::string_view::npos || space == 0) return std::nullopt;
+  auto d = Decimal::parse(unit.substr(0, space));
+  if (!d) return std::nullopt;
+  return *d;
 }
 
 constexpr std::array<std::string_view, 5> kResetNames = {"never", "hourly", "daily", "weekly",
@@ -196,6 +219,7 @@ class Parser {
   std::optional<Duration> seconds(const toml::node& n, std::string_view path);
   std::optional<Decimal> amount(const toml::node& n, std::string_view path, bool whole);
   std::optional<ResetPeriod> reset(const toml::node& n, std::string_view path);
+  std::optional<Decimal> price(const toml::node& n, std::string_view path, uint64_t max);
 
   void parse_socket(const toml::table& t, SocketConfig& out);
   void parse_bounds(const toml::table& t, Bounds& out);
@@ -212,6 +236,12 @@ class Parser {
   RateLimitConfig parse_rate_limit(const toml::node& n, std::string_view path,
                                    RateLimitConfig base);
   void parse_rate_limits(const toml::table& t, RateLimitsConfig& out);
+  void parse_store(const toml::table& t, Config& out);
+  void parse_pricing(const toml::table& t, PriceTable& out);
+  void parse_resource_price(const toml::node& n, std::string_view name, std::string_view path,
+                            PriceTable& out);
+  void parse_model_price(const toml::node& n, std::string_view name, std::string_view path,
+                         PriceTable& out);
 
   const std::string& file_;
   ResourceRegistry& resources_;
@@ -327,6 +357,42 @@ std::optional<ResetPeriod> Parser::reset(const toml::node& n, std::string_view p
     return std::nullopt;
   }
   return *p;
+}
+
+// A price or rate: an integer or a decimal string, from 0 to `max`. Floats are refused for
+// the same reason as in limits: "0.1" as a binary float is not 0.1, and prices are exact.
+std::optional<Decimal> Parser::price(const toml::node& n, std::string_view path, uint64_t max) {
+  std::optional<Decimal> d;
+  if (const auto* i = n.as_integer()) {
+    if (i->get() < 0) {
+      error(n, path, fmt::format("must be >= 0, got {}", i->get()));
+      return std::nullopt;
+    }
+    d = Decimal::from_int(static_cast<uint64_t>(i->get()));
+  } else if (n.is_floating_point()) {
+    error(n, path,
+          "floats are inexact and not accepted for prices; write an integer or a decimal string "
+          "such as \"0.002\"");
+    return std::nullopt;
+  } else if (const auto* s = n.as_string()) {
+    auto parsed = Decimal::parse(s->get());
+    if (!parsed) {
+      if (parsed.error().code == Errc::negative_amount)
+        error(n, path, fmt::format("must be >= 0, got \"{}\"", s->get()));
+      else
+        error(n, path, malformed_decimal(s->get(), false));
+      return std::nullopt;
+    }
+    d = *parsed;
+  } else {
+    type_error(n, path, "an integer or a decimal string");
+    return std::nullopt;
+  }
+  if (*d > Decimal::from_int(max)) {
+    error(n, path, fmt::format("must be at most {}, got {}", max, d->to_string()));
+    return std::nullopt;
+  }
+  return d;
 }
 
 // ---- Sections ---------------------------------------------------------------------------
@@ -680,6 +746,181 @@ void Parser::parse_rate_limits(const toml::table& t, RateLimitsConfig& out) {
   }
 }
 
+void Parser::parse_store(const toml::table& t, Config& out) {
+  check_keys(t, "store", kStoreKeys);
+  if (const auto* n = t.get("state_dir")) {
+    if (auto s = string(*n, "store.state_dir")) {
+      if (s->find('\0') != std::string::npos)
+        error(*n, "store.state_dir", "contains a NUL byte");
+      else
+        out.state_dir = *s;
+    }
+  }
+  if (const auto* n = t.get("durability")) {
+    if (auto s = string(*n, "store.durability")) {
+      if (auto d = parse_durability(*s))
+        out.store.durability = *d;
+      else
+        error(*n, "store.durability",
+              fmt::format("unknown durability \"{}\" (expected {})", *s, one_of(kDurabilityNames)));
+    }
+  }
+  if (const auto* n = t.get("batch_window_ms"))
+    if (auto v = integer(*n, "store.batch_window_ms", 1, kMaxBatchWindowMs))
+      out.store.batch_window_ms = static_cast<uint32_t>(*v);
+  if (const auto* n = t.get("retention_days"))
+    if (auto v = integer(*n, "store.retention_days", 1, kMaxRetentionDays))
+      out.store.retention_days = static_cast<uint32_t>(*v);
+  if (const auto* n = t.get("idempotency_retention_hours"))
+    if (auto v = integer(*n, "store.idempotency_retention_hours", 1, kMaxIdempotencyHours))
+      out.store.idempotency_retention_hours = static_cast<uint32_t>(*v);
+}
+
+// A resource's price: fields left out keep the shipped price's (or "count", 1 and, for a
+// resource with no shipped price, a required unit_cost). A unit label that starts with a
+// count ("1000 tokens") is that many of the resource, so it sets unit_size, and an
+// explicit unit_size must agree: a label saying 1000 over a size of 1 would bill 1000
+// times over.
+void Parser::parse_resource_price(const toml::node& n, std::string_view name, std::string_view path,
+                                  PriceTable& out) {
+  const auto* t = table(n, path);
+  if (!t) return;
+  check_keys(*t, path, kResourcePriceKeys);
+  auto shipped = out.resources().find(name);
+  const bool is_new = shipped == out.resources().end();
+  UnitPrice p = is_new ? UnitPrice{} : shipped->second;
+  bool ok = true;
+  const auto* unit = t->get("unit");
+  if (unit) {
+    auto s = string(*unit, join(path, "unit"));
+    if (!s) {
+      ok = false;
+    } else if (s->empty() || s->size() > PriceTable::kMaxUnitLabelLength) {
+      error(*unit, join(path, "unit"),
+            fmt::format("a unit label is 1 to {} bytes, such as \"1000 tokens\" or \"GB\"",
+                        PriceTable::kMaxUnitLabelLength));
+      ok = false;
+    } else {
+      p.unit = *s;
+      p.unit_size = leading_number(*s).value_or(Decimal::from_int(1));
+      if (p.unit_size.is_zero() || p.unit_size > Decimal::from_int(PriceTable::kMaxUnitSize)) {
+        error(*unit, join(path, "unit"),
+              fmt::format("\"{}\" counts {}; a unit counts more than 0 and at most {}", *s,
+                          p.unit_size.to_string(), PriceTable::kMaxUnitSize));
+        ok = false;
+      }
+    }
+  }
+  if (const auto* size = t->get("unit_size")) {
+    auto v = price(*size, join(path, "unit_size"), PriceTable::kMaxUnitSize);
+    if (v && v->is_zero()) {
+      error(*size, join(path, "unit_size"), "must be above 0");
+      v.reset();
+    }
+    auto labelled = leading_number(p.unit);
+    if (v && labelled && *labelled != *v) {
+      error(*size, join(path, "unit_size"),
+            fmt::format("{} disagrees with the unit \"{}\" (which counts {})", v->to_string(),
+                        p.unit, labelled->to_string()));
+      v.reset();
+    }
+    if (v)
+      p.unit_size = *v;
+    else
+      ok = false;
+  }
+  if (const auto* cost = t->get("unit_cost")) {
+    if (auto v = price(*cost, join(path, "unit_cost"), PriceTable::kMaxUnitCost))
+      p.unit_cost = *v;
+    else
+      ok = false;
+  } else if (is_new) {
+    error(n, path, "missing 'unit_cost' (dollars per unit, such as \"0.002\")");
+    ok = false;
+  }
+  if (ok) out.set_resource(std::string(name), std::move(p));
+}
+
+void Parser::parse_model_price(const toml::node& n, std::string_view name, std::string_view path,
+                               PriceTable& out) {
+  const auto* t = table(n, path);
+  if (!t) return;
+  check_keys(*t, path, kModelPriceKeys);
+  // Both prices are required: a model left with one would bill the other side as free.
+  ModelPrice p;
+  bool ok = true;
+  for (auto [key, member] : {std::pair{"input_per_1k", &ModelPrice::input_per_1k},
+                             std::pair{"output_per_1k", &ModelPrice::output_per_1k}}) {
+    const auto* v = t->get(key);
+    if (!v) {
+      error(n, path, fmt::format("missing '{}' (dollars per 1000 tokens)", key));
+      ok = false;
+    } else if (auto d = price(*v, join(path, key), PriceTable::kMaxUnitCost)) {
+      p.*member = *d;
+    } else {
+      ok = false;
+    }
+  }
+  if (ok) out.set_model(std::string(name), p);
+}
+
+void Parser::parse_pricing(const toml::table& t, PriceTable& out) {
+  check_keys(t, "pricing", kPricingKeys);
+  if (const auto* n = t.get("resources")) {
+    if (const auto* rs = table(*n, "pricing.resources")) {
+      for (auto&& [key, value] : *rs) {
+        std::string_view name = key.str();
+        std::string path = join("pricing.resources", name);
+        if (auto ok = PriceTable::validate_name(name); !ok) {
+          error(key.source(),
+                fmt::format("{}: invalid resource name '{}' ({})", path, name, ok.error().detail));
+          continue;
+        }
+        // These never reach a resource price: token counts are priced per model or by
+        // `token`, and money is its own price.
+        if (name == "tokens_in" || name == "tokens_out" || name == "cost") {
+          error(key.source(),
+                fmt::format("{}: {} has no price of its own ({})", path, name,
+                            name == "cost" ? "a reported cost is charged as given"
+                                           : "tokens are priced by [pricing.models.MODEL], else "
+                                             "by [pricing.resources.token]"));
+          continue;
+        }
+        parse_resource_price(value, name, path, out);
+      }
+    }
+  }
+  if (const auto* n = t.get("models")) {
+    if (const auto* ms = table(*n, "pricing.models")) {
+      for (auto&& [key, value] : *ms) {
+        std::string_view name = key.str();
+        std::string path = join("pricing.models", name);
+        if (auto ok = PriceTable::validate_model_name(name); !ok) {
+          error(key.source(),
+                fmt::format("{}: invalid model name '{}' ({})", path, name, ok.error().detail));
+          continue;
+        }
+        parse_model_price(value, name, path, out);
+      }
+    }
+  }
+  if (const auto* n = t.get("actions")) {
+    if (const auto* as = table(*n, "pricing.actions")) {
+      for (auto&& [key, value] : *as) {
+        std::string_view name = key.str();
+        std::string path = join("pricing.actions", name);
+        if (auto ok = PriceTable::validate_name(name); !ok) {
+          error(key.source(),
+                fmt::format("{}: invalid action name '{}' ({})", path, name, ok.error().detail));
+          continue;
+        }
+        if (auto v = price(value, path, PriceTable::kMaxActionTokensPer1000Words))
+          out.set_action(std::string(name), *v);
+      }
+    }
+  }
+}
+
 Config Parser::parse(const toml::table& root) {
   Config c;
   check_keys(root, "", kTopLevelKeys);
@@ -704,8 +945,20 @@ Config Parser::parse(const toml::table& root) {
     parse_scopes(*n, known, c.scopes);
   }
   if (const auto* t = section("rate_limits")) parse_rate_limits(*t, c.rate_limits);
-  if (const auto* n = root.get("state_dir"))
-    if (auto s = string(*n, "state_dir")) c.state_dir = *s;
+  if (const auto* t = section("store")) parse_store(*t, c);
+  if (const auto* t = section("pricing")) parse_pricing(*t, c.prices);
+  // The top-level spelling came before [store]; it still works, but not both at once.
+  if (const auto* n = root.get("state_dir")) {
+    const toml::node* in_store = nullptr;
+    if (const auto* st = root.get("store"); st && st->is_table())
+      in_store = st->as_table()->get("state_dir");
+    if (in_store)
+      error(*n, "state_dir",
+            fmt::format("also set as store.state_dir on line {}; keep one",
+                        in_store->source().begin.line));
+    else if (auto s = string(*n, "state_dir"))
+      c.state_dir = *s;
+  }
   if (const auto* n = root.get("status_interval_ms"))
     if (auto v = integer(*n, "status_interval_ms", 1, kMaxSeconds * 1000))
       c.status_interval_ms = static_cast<uint64_t>(*v);
@@ -785,6 +1038,31 @@ std::expected<Config, std::vector<ConfigError>> load_config(const std::string& p
   }
   ::close(fd);
   return parse_config(text, path, resources);
+}
+
+std::string_view durability_name(StoreConfig::Durability d) {
+  auto i = static_cast<std::size_t>(d);
+  return i < kDurabilityNames.size() ? kDurabilityNames[i] : "unknown";
+}
+
+std::optional<StoreConfig::Durability> parse_durability(std::string_view s) {
+  auto it = std::find(kDurabilityNames.begin(), kDurabilityNames.end(), s);
+  if (it == kDurabilityNames.end()) return std::nullopt;
+  return static_cast<StoreConfig::Durability>(it - kDurabilityNames.begin());
+}
+
+std::string default_state_dir() {
+  if (const char* sd = std::getenv("STATE_DIRECTORY"); sd && *sd) {
+    std::string_view v(sd);
+    return std::string(v.substr(0, v.find(':')));
+  }
+  if (::geteuid() == 0) return "/var/lib/budgetd";
+  // The XDG base-directory spec says to ignore a relative XDG_STATE_HOME.
+  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg && xdg[0] == '/')
+    return fmt::format("{}/budgetd", xdg);
+  if (const char* home = std::getenv("HOME"); home && *home)
+    return fmt::format("{}/.local/state/budgetd", home);
+  return "./state";
 }
 
 std::string default_socket_path() {

@@ -5,10 +5,12 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lib/engine.h"
 #include "lib/error.h"
+#include "lib/pricing.h"
 #include "lib/ratelimit.h"
 
 namespace budgetd::daemon {
@@ -45,6 +47,27 @@ struct RateLimitsConfig {
   std::map<std::string, RateLimitConfig> endpoints;
 };
 
+// The [store] table. Its state_dir is Config::state_dir (which predates the table).
+struct StoreConfig {
+  // When a change the store must keep is on disk, relative to the answer (issue 5,
+  // section 1). Nested so that it does not collide with the store's own enum of the same
+  // values (daemon/store.h), which the daemon fills from this one.
+  enum class Durability : uint8_t {
+    ack,    // the answer waits until the change's batch is on disk (fsync'd)
+    batch,  // answered at once; on disk within batch_window_ms
+    none,   // memory only: nothing survives a restart
+  };
+  Durability durability = Durability::ack;
+  uint32_t batch_window_ms = 10;  // 1..1000: how long a change may wait unwritten in "batch"
+  // Ledger records older than this fold into per-day aggregates (summaries keep them).
+  uint32_t retention_days = 90;  // 1..36500
+  // How long a retried idempotency key returns its first answer.
+  uint32_t idempotency_retention_hours = 24;  // 1..87600 (ten years)
+  friend bool operator==(const StoreConfig&, const StoreConfig&) = default;
+};
+std::string_view durability_name(StoreConfig::Durability d);
+std::optional<StoreConfig::Durability> parse_durability(std::string_view s);
+
 struct Config {
   SocketConfig socket;
   Bounds bounds;
@@ -52,8 +75,14 @@ struct Config {
   std::vector<LimitTemplate> templates;  // plans and tiers beyond (or replacing) the shipped ones
   std::vector<ScopeConfig> scopes;
   RateLimitsConfig rate_limits;
-  std::string state_dir;                 // for the store (durable-state issue)
-  uint64_t status_interval_ms = 1000;    // STATUS= refresh
+  // [store] state_dir (also read at the top level, where it was first). "" = the daemon
+  // chooses default_state_dir(); `budgetd --state-dir DIR` overrides both.
+  std::string state_dir;
+  StoreConfig store;
+  // Seed 004 / seed 001 defaults with [pricing] laid over them: a resource or action named
+  // there replaces (or adds) that one price; models come only from [pricing.models].
+  PriceTable prices = PriceTable::defaults();
+  uint64_t status_interval_ms = 1000;  // STATUS= refresh
   std::string log_level = "info";
 };
 
@@ -68,12 +97,19 @@ struct ConfigError {
 
 // Parses a whole file, collecting every error it can find (not only the first). Custom
 // resource names are interned in `resources` as they are met.
-std::expected<Config, std::vector<ConfigError>> load_config(const std::string& path, ResourceRegistry& resources);
-std::expected<Config, std::vector<ConfigError>> parse_config(std::string_view text, const std::string& source_name,
+std::expected<Config, std::vector<ConfigError>> load_config(const std::string& path,
                                                             ResourceRegistry& resources);
+std::expected<Config, std::vector<ConfigError>> parse_config(std::string_view text,
+                                                             const std::string& source_name,
+                                                             ResourceRegistry& resources);
 
 // /run/budgetd/io.budgetd as root; $XDG_RUNTIME_DIR/budgetd/io.budgetd otherwise; else
 // ./run/io.budgetd.
 std::string default_socket_path();
+
+// $STATE_DIRECTORY when set (systemd's StateDirectory=; the first of a ':'-separated list);
+// else /var/lib/budgetd as root; else $XDG_STATE_HOME/budgetd (when absolute), else
+// $HOME/.local/state/budgetd; else ./state.
+std::string default_state_dir();
 
 }  // namespace budgetd::daemon

@@ -7,8 +7,8 @@ namespace budgetd {
 namespace {
 
 // Indexed by the enum's value; the names are the wire and database spelling.
-constexpr std::array<std::string_view, 6> kLedgerKindNames = {"usage",       "consumption", "commit",
-                                                              "reservation", "thread",      "audit"};
+constexpr std::array<std::string_view, 6> kLedgerKindNames = {
+    "usage", "consumption", "commit", "reservation", "thread", "audit"};
 constexpr std::array<std::string_view, 6> kGroupByNames = {"resource", "agent",   "model",
                                                            "thread",   "process", "scope"};
 
@@ -35,7 +35,9 @@ std::string_view group_by_name(GroupBy g) {
   return i < kGroupByNames.size() ? kGroupByNames[i] : "unknown";
 }
 
-std::optional<GroupBy> parse_group_by(std::string_view s) { return parse_name<GroupBy>(kGroupByNames, s); }
+std::optional<GroupBy> parse_group_by(std::string_view s) {
+  return parse_name<GroupBy>(kGroupByNames, s);
+}
 
 std::string format_guid(std::array<uint8_t, 16> b) {
   b[6] = static_cast<uint8_t>((b[6] & 0x0f) | 0x40);  // version 4: random

@@ -40,7 +40,8 @@ Result<Decimal> per_1k_cost(Decimal tokens, Decimal price_per_1k) {
 PriceTable PriceTable::defaults() {
   PriceTable t;
   t.set_resource("agent_execution", UnitPrice{"count", Decimal::from_int(1), dollars("0.01")});
-  t.set_resource("token", UnitPrice{std::string(kTokenUnit), Decimal::from_int(1000), dollars("0.002")});
+  t.set_resource("token",
+                 UnitPrice{std::string(kTokenUnit), Decimal::from_int(1000), dollars("0.002")});
   t.set_resource("storage", UnitPrice{"GB", Decimal::from_int(1), dollars("0.10")});
   t.set_resource("api_call", UnitPrice{"count", Decimal::from_int(1), dollars("0.001")});
   t.set_action("translate", Decimal::from_int(5));
@@ -48,13 +49,16 @@ PriceTable PriceTable::defaults() {
   return t;
 }
 
-void PriceTable::set_resource(std::string resource, UnitPrice p) { resources_[std::move(resource)] = std::move(p); }
+void PriceTable::set_resource(std::string resource, UnitPrice p) {
+  resources_[std::move(resource)] = std::move(p);
+}
 void PriceTable::set_model(std::string model, ModelPrice p) { models_[std::move(model)] = p; }
 void PriceTable::set_action(std::string action, Decimal t) { actions_[std::move(action)] = t; }
 
 Result<void> PriceTable::validate(const UnitPrice& p) {
   if (p.unit.empty() || p.unit.size() > kMaxUnitLabelLength)
-    return fail(Errc::invalid_argument, "unit label must be 1 to " + std::to_string(kMaxUnitLabelLength) + " bytes");
+    return fail(Errc::invalid_argument,
+                "unit label must be 1 to " + std::to_string(kMaxUnitLabelLength) + " bytes");
   if (p.unit_size.is_zero()) return fail(Errc::invalid_argument, "unit_size must be above 0");
   if (auto ok = check_amount(p.unit_size, "unit_size", kMaxUnitSize); !ok) return ok;
   return check_amount(p.unit_cost, "unit_cost", kMaxUnitCost);
@@ -73,7 +77,7 @@ Result<void> PriceTable::validate_name(std::string_view name) {
   if (name.empty() || name.size() > ResourceRegistry::kMaxNameLength ||
       !std::all_of(name.begin(), name.end(), name_char))
     return fail(Errc::invalid_id, "1 to " + std::to_string(ResourceRegistry::kMaxNameLength) +
-                                   " bytes of a-z, 0-9, '_', '.', '-'");
+                                      " bytes of a-z, 0-9, '_', '.', '-'");
   return {};
 }
 
@@ -81,7 +85,7 @@ Result<void> PriceTable::validate_model_name(std::string_view model) {
   if (model.empty() || model.size() > kMaxModelNameLength ||
       !std::all_of(model.begin(), model.end(), [](char c) { return c > ' ' && c < 0x7f; }))
     return fail(Errc::invalid_id, "1 to " + std::to_string(kMaxModelNameLength) +
-                                   " bytes of printable ASCII without spaces");
+                                      " bytes of printable ASCII without spaces");
   return {};
 }
 
@@ -98,14 +102,17 @@ Result<LedgerItem> PriceTable::price(std::string_view resource, Decimal quantity
   // q_raw x c_raw / s_raw, rounded once.
   auto total = quantity.checked_mul_div(static_cast<uint64_t>(p.unit_cost.raw()),
                                         static_cast<uint64_t>(p.unit_size.raw()));
-  if (!total) return fail(total.error().code, "cost of " + quantity.to_string() + " " + std::string(resource));
+  if (!total)
+    return fail(total.error().code,
+                "cost of " + quantity.to_string() + " " + std::string(resource));
   item.unit = p.unit;
   item.unit_cost = p.unit_cost;
   item.total_cost = *total;
   return item;
 }
 
-Result<PriceTable::Priced> PriceTable::price_report(const UsageReport& report, std::string_view model,
+Result<PriceTable::Priced> PriceTable::price_report(const UsageReport& report,
+                                                    std::string_view model,
                                                     const ResourceRegistry& resources) const {
   // The lines, merged by resource as the engine merges the report's charges.
   ChargeList lines;
@@ -119,7 +126,8 @@ Result<PriceTable::Priced> PriceTable::price_report(const UsageReport& report, s
   Decimal given_cost = report.cost;
   for (const auto& ch : report.extra) {
     if (ch.id >= resources.size()) return fail(Errc::unknown_resource, std::to_string(ch.id));
-    if (ch.amount.is_negative()) return fail(Errc::negative_amount, std::string(resources.name(ch.id)));
+    if (ch.amount.is_negative())
+      return fail(Errc::negative_amount, std::string(resources.name(ch.id)));
     if (ch.id == res::cost) {
       auto sum = given_cost.checked_add(ch.amount);
       if (!sum) return std::unexpected(sum.error());
@@ -140,9 +148,11 @@ Result<PriceTable::Priced> PriceTable::price_report(const UsageReport& report, s
     const bool is_token_line = line.id == res::tokens_in || line.id == res::tokens_out;
     Result<LedgerItem> item;
     if (is_token_line && model_price) {
-      Decimal per_1k = line.id == res::tokens_in ? model_price->input_per_1k : model_price->output_per_1k;
+      Decimal per_1k =
+          line.id == res::tokens_in ? model_price->input_per_1k : model_price->output_per_1k;
       if (auto ok = validate(*model_price); !ok)
-        return fail(ok.error().code, "price of model " + std::string(model) + ": " + ok.error().detail);
+        return fail(ok.error().code,
+                    "price of model " + std::string(model) + ": " + ok.error().detail);
       auto total = per_1k_cost(line.amount, per_1k);
       if (!total) return std::unexpected(total.error());
       item = LedgerItem{std::string(name), line.amount, std::string(kTokenUnit), per_1k, *total};
@@ -170,19 +180,24 @@ Result<PriceTable::Priced> PriceTable::price_report(const UsageReport& report, s
 
 Result<uint64_t> PriceTable::action_tokens(std::string_view action, uint64_t words) const {
   auto it = actions_.find(action);
-  if (it == actions_.end()) return fail(Errc::invalid_argument, "unknown action " + std::string(action));
+  if (it == actions_.end())
+    return fail(Errc::invalid_argument, "unknown action " + std::string(action));
   const Decimal rate = it->second;
-  if (rate.is_negative()) return fail(Errc::negative_amount, "rate of action " + std::string(action));
+  if (rate.is_negative())
+    return fail(Errc::negative_amount, "rate of action " + std::string(action));
   // words x rate / 1000, rounded up, in integers: rate_raw is rate x 10^12, so the exact
   // token count is words x rate_raw / (1000 x 10^12). Rounding the quotient to Decimal
   // first and then up could lose a remainder past the 12th digit.
   using u128 = unsigned __int128;
   u128 product;
   if (__builtin_mul_overflow(static_cast<u128>(rate.raw()), static_cast<u128>(words), &product))
-    return fail(Errc::overflow, "tokens for " + std::to_string(words) + " words of " + std::string(action));
+    return fail(Errc::overflow,
+                "tokens for " + std::to_string(words) + " words of " + std::string(action));
   constexpr u128 kDen = static_cast<u128>(1000) * static_cast<u128>(Decimal::kOne);
   const u128 tokens = product / kDen + (product % kDen != 0 ? 1 : 0);
-  if (tokens > kU64Max) return fail(Errc::overflow, "tokens for " + std::to_string(words) + " words of " + std::string(action));
+  if (tokens > kU64Max)
+    return fail(Errc::overflow,
+                "tokens for " + std::to_string(words) + " words of " + std::string(action));
   return static_cast<uint64_t>(tokens);
 }
 

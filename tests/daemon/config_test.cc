@@ -91,6 +91,15 @@ void expect_one_error(std::string_view text, uint32_t line, uint32_t column,
   EXPECT_NE(errors[0].message.find(needle), std::string::npos) << errors[0].to_string();
 }
 
+void expect_shipped_prices(const PriceTable& p) {
+  const PriceTable d = PriceTable::defaults();
+  EXPECT_EQ(p.resources(), d.resources());
+  EXPECT_EQ(p.models(), d.models());
+  EXPECT_EQ(p.actions(), d.actions());
+}
+
+Decimal D(const char* s) { return Decimal::parse(s).value(); }
+
 void expect_defaults(const Config& c) {
   const Config d;
   EXPECT_EQ(c.socket.path, "");
@@ -122,6 +131,12 @@ void expect_defaults(const Config& c) {
   EXPECT_TRUE(c.rate_limits.users.empty());
   EXPECT_TRUE(c.rate_limits.endpoints.empty());
   EXPECT_EQ(c.state_dir, "");
+  EXPECT_EQ(c.store, StoreConfig{});
+  EXPECT_EQ(c.store.durability, StoreConfig::Durability::ack);
+  EXPECT_EQ(c.store.batch_window_ms, 10u);
+  EXPECT_EQ(c.store.retention_days, 90u);
+  EXPECT_EQ(c.store.idempotency_retention_hours, 24u);
+  expect_shipped_prices(c.prices);
   EXPECT_EQ(c.status_interval_ms, 1000u);
   EXPECT_EQ(c.log_level, "info");
 }
@@ -175,7 +190,18 @@ TEST(ConfigShipped, DocumentsEveryKey) {
                                    "requests_per_minute",
                                    "requests_per_hour",
                                    "requests_per_day",
-                                   "burst"};
+                                   "burst",
+                                   "durability",
+                                   "batch_window_ms",
+                                   "retention_days",
+                                   "idempotency_retention_hours",
+                                   "unit",
+                                   "unit_size",
+                                   "unit_cost",
+                                   "input_per_1k",
+                                   "output_per_1k",
+                                   "translate",
+                                   "summarize"};
   for (auto f : ResourceQuota::field_names()) keys.emplace_back(f);
   for (const auto& k : keys) {
     bool found = text.find("\n" + k + " = ") != std::string::npos ||
@@ -185,7 +211,8 @@ TEST(ConfigShipped, DocumentsEveryKey) {
   for (const char* section :
        {"[socket]", "[bounds]", "[quota]", "[threads]", "[alerts]", "[reservations]", "[approval]",
         "[plans.", "[tiers.", "[[scope]]", "[rate_limits.default]", "[rate_limits.users.",
-        "[rate_limits.endpoints."})
+        "[rate_limits.endpoints.", "[store]", "[pricing.resources.", "[pricing.models.",
+        "[pricing.actions]"})
     EXPECT_NE(text.find(section), std::string::npos) << section;
 }
 
@@ -221,6 +248,16 @@ TEST(ConfigShipped, DocumentedScopeTreeLoads) {
   auto gpu = reg.find("gpu_hours");
   ASSERT_TRUE(gpu.has_value());
   EXPECT_EQ(c.scopes[2].update.limits.at(*gpu).approval, Decimal::from_int(2));
+}
+
+// The commented block of resource prices is exactly PriceTable::defaults(); the model
+// example loads.
+TEST(ConfigShipped, DocumentedPricesMatchTheDefaults) {
+  Config c = parse_ok(example_block("shipped resource prices"));
+  expect_shipped_prices(c.prices);
+  Config models = parse_ok(example_block("model prices"));
+  EXPECT_EQ(models.prices.models().size(), 2u);
+  EXPECT_EQ(models.prices.models().at("gpt-4o"), (ModelPrice{D("0.0025"), D("0.01")}));
 }
 
 // The shipped file and its examples load into an Engine as the daemon will apply them.
@@ -669,6 +706,274 @@ TEST(ConfigErrors, LoadedFileErrorsNameTheFile) {
   EXPECT_EQ(c.error()[0].to_string().rfind(path + ":2:18: quota.max_iterations: must be >= 0", 0),
             0u)
       << c.error()[0].to_string();
+}
+
+// ---- [store] ---------------------------------------------------------------------------
+
+TEST(ConfigStore, EveryKey) {
+  Config c = parse_ok(R"(
+[store]
+state_dir = "/srv/budgetd"
+durability = "batch"
+batch_window_ms = 250
+retention_days = 7
+idempotency_retention_hours = 48
+)");
+  EXPECT_EQ(c.state_dir, "/srv/budgetd");
+  EXPECT_EQ(c.store.durability, StoreConfig::Durability::batch);
+  EXPECT_EQ(c.store.batch_window_ms, 250u);
+  EXPECT_EQ(c.store.retention_days, 7u);
+  EXPECT_EQ(c.store.idempotency_retention_hours, 48u);
+  EXPECT_EQ(parse_ok("[store]\ndurability = \"none\"\n").store.durability,
+            StoreConfig::Durability::none);
+  EXPECT_EQ(parse_ok("[store]\ndurability = \"ack\"\n").store.durability,
+            StoreConfig::Durability::ack);
+  // The bounds themselves are accepted.
+  Config edges = parse_ok(
+      "[store]\nbatch_window_ms = 1000\nretention_days = 36500\nidempotency_retention_hours = "
+      "87600\n");
+  EXPECT_EQ(edges.store.batch_window_ms, 1000u);
+  EXPECT_EQ(edges.store.retention_days, 36500u);
+  EXPECT_EQ(edges.store.idempotency_retention_hours, 87600u);
+  EXPECT_EQ(parse_ok("[store]\nbatch_window_ms = 1\n").store.batch_window_ms, 1u);
+}
+
+TEST(ConfigStore, DurabilityNamesRoundTrip) {
+  for (auto d : {StoreConfig::Durability::ack, StoreConfig::Durability::batch,
+                 StoreConfig::Durability::none})
+    EXPECT_EQ(parse_durability(durability_name(d)), d);
+  EXPECT_EQ(durability_name(StoreConfig::Durability::batch), "batch");
+  EXPECT_EQ(parse_durability("fsync"), std::nullopt);
+  EXPECT_EQ(parse_durability("ACK"), std::nullopt);
+}
+
+TEST(ConfigStore, TopLevelStateDirStillWorksButNotAlongsideStore) {
+  EXPECT_EQ(parse_ok("state_dir = \"/a\"\n").state_dir, "/a");
+  EXPECT_EQ(parse_ok("[store]\nstate_dir = \"/b\"\n").state_dir, "/b");
+  expect_one_error("state_dir = \"/a\"\n[store]\nstate_dir = \"/b\"\n", 1, 13,
+                   "state_dir: also set as store.state_dir on line 3; keep one");
+}
+
+TEST(ConfigStore, Errors) {
+  expect_one_error("[store]\ndurability = \"fsync\"\n", 2, 14,
+                   "store.durability: unknown durability \"fsync\" (expected ack, batch or none)");
+  expect_one_error("[store]\ndurability = 1\n", 2, 14,
+                   "store.durability: expected a string, got an integer");
+  expect_one_error("[store]\nbatch_window_ms = 0\n", 2, 19,
+                   "store.batch_window_ms: must be between 1 and 1000, got 0");
+  expect_one_error("[store]\nbatch_window_ms = 1001\n", 2, 19,
+                   "store.batch_window_ms: must be between 1 and 1000, got 1001");
+  expect_one_error("[store]\nbatch_window_ms = \"10\"\n", 2, 19,
+                   "store.batch_window_ms: expected an integer, got a string");
+  expect_one_error("[store]\nretention_days = 0\n", 2, 18,
+                   "store.retention_days: must be between 1 and 36500, got 0");
+  expect_one_error("[store]\nretention_days = 36501\n", 2, 18, "got 36501");
+  expect_one_error("[store]\nidempotency_retention_hours = 0\n", 2, 31,
+                   "store.idempotency_retention_hours: must be between 1 and 87600, got 0");
+  expect_one_error("[store]\nidempotency_retention_hours = 1.5\n", 2, 31,
+                   "expected an integer, got a float");
+  expect_one_error("[store]\nstate_dir = 5\n", 2, 13,
+                   "store.state_dir: expected a string, got an integer");
+  expect_one_error("[store]\nstate_dir = \"/a\\u0000b\"\n", 2, 13, "contains a NUL byte");
+  expect_one_error("[store]\nretension_days = 3\n", 2, 1,
+                   "unknown key 'store.retension_days' (did you mean 'retention_days'?)");
+  expect_one_error("store = 1\n", 1, 9, "store: expected a table, got an integer");
+}
+
+// ---- [pricing] -------------------------------------------------------------------------
+
+TEST(ConfigPricing, OverridesAndAdditionsOverTheDefaults) {
+  Config c = parse_ok(R"(
+[pricing.resources.token]
+unit_cost = "0.003"
+
+[pricing.resources.storage]
+unit = "TB"
+unit_cost = 100
+
+[pricing.resources.gpu_hours]
+unit = "hour"
+unit_cost = "2.50"
+
+[pricing.resources.embedding]
+unit = "1000000 tokens"
+unit_cost = "0.02"
+
+[pricing.resources.frames]
+unit = "frames"
+unit_size = "0.5"
+unit_cost = "1"
+
+[pricing.models."anthropic/claude-3-5-sonnet"]
+input_per_1k = "0.003"
+output_per_1k = "0.015"
+
+[pricing.models.cheap]
+input_per_1k = 0
+output_per_1k = "0.0000001"
+
+[pricing.actions]
+translate = 7
+classify = "0.5"
+)");
+  const auto& r = c.prices.resources();
+  // Fields left out keep the shipped values.
+  EXPECT_EQ(r.at("token"), (UnitPrice{"1000 tokens", D("1000"), D("0.003")}));
+  EXPECT_EQ(r.at("storage"), (UnitPrice{"TB", D("1"), D("100")}));
+  EXPECT_EQ(r.at("agent_execution"), PriceTable::defaults().resources().at("agent_execution"));
+  EXPECT_EQ(r.at("gpu_hours"), (UnitPrice{"hour", D("1"), D("2.5")}));
+  // A unit label's leading count is its size.
+  EXPECT_EQ(r.at("embedding"), (UnitPrice{"1000000 tokens", D("1000000"), D("0.02")}));
+  EXPECT_EQ(r.at("frames"), (UnitPrice{"frames", D("0.5"), D("1")}));
+  EXPECT_EQ(r.size(), 7u);
+  ASSERT_EQ(c.prices.models().size(), 2u);
+  EXPECT_EQ(c.prices.models().at("anthropic/claude-3-5-sonnet"),
+            (ModelPrice{D("0.003"), D("0.015")}));
+  EXPECT_EQ(c.prices.models().at("cheap"), (ModelPrice{D("0"), D("0.0000001")}));
+  EXPECT_EQ(c.prices.actions().at("translate"), D("7"));
+  EXPECT_EQ(c.prices.actions().at("summarize"), D("2"));
+  EXPECT_EQ(c.prices.actions().at("classify"), D("0.5"));
+  EXPECT_EQ(c.prices.action_tokens("classify", 1001).value(), 1u);
+  // Prices from config price exactly.
+  EXPECT_EQ(c.prices.price("embedding", D("1"))->total_cost.to_string(), "0.00000002");
+}
+
+TEST(ConfigPricing, UnitSizeMayRestateTheLabelsCount) {
+  Config c = parse_ok(
+      "[pricing.resources.token]\nunit = \"1000 tokens\"\nunit_size = 1000\nunit_cost = "
+      "\"0.002\"\n");
+  EXPECT_EQ(c.prices.resources().at("token"), PriceTable::defaults().resources().at("token"));
+  // A new label without a count resets the size to 1 rather than keeping the old 1000.
+  EXPECT_EQ(
+      parse_ok("[pricing.resources.token]\nunit = \"token\"\n").prices.resources().at("token"),
+      (UnitPrice{"token", D("1"), D("0.002")}));
+}
+
+TEST(ConfigPricing, Errors) {
+  // Amounts.
+  expect_one_error("[pricing.resources.token]\nunit_cost = 0.002\n", 2, 13,
+                   "pricing.resources.token.unit_cost: floats are inexact and not accepted for "
+                   "prices");
+  expect_one_error("[pricing.resources.token]\nunit_cost = \"0.0.2\"\n", 2, 13,
+                   "pricing.resources.token.unit_cost: malformed decimal \"0.0.2\"");
+  expect_one_error("[pricing.resources.token]\nunit_cost = \"unlimited\"\n", 2, 13,
+                   "malformed decimal \"unlimited\"");
+  expect_one_error("[pricing.resources.token]\nunit_cost = \"0.0000000000001\"\n", 2, 13,
+                   "at most 12 digits");
+  expect_one_error("[pricing.resources.token]\nunit_cost = \"-1\"\n", 2, 13,
+                   "pricing.resources.token.unit_cost: must be >= 0, got \"-1\"");
+  expect_one_error("[pricing.resources.token]\nunit_cost = -1\n", 2, 13, "must be >= 0, got -1");
+  expect_one_error("[pricing.resources.token]\nunit_cost = \"10000000.01\"\n", 2, 13,
+                   "must be at most 10000000, got 10000000.01");
+  expect_one_error("[pricing.resources.token]\nunit_cost = true\n", 2, 13,
+                   "expected an integer or a decimal string, got a boolean");
+  // Sizes and labels.
+  expect_one_error("[pricing.resources.token]\nunit_size = 0\n", 2, 13,
+                   "pricing.resources.token.unit_size: must be above 0");
+  expect_one_error("[pricing.resources.token]\nunit_size = 10000001\n", 2, 13,
+                   "must be at most 10000000");
+  expect_one_error("[pricing.resources.token]\nunit = \"1000 tokens\"\nunit_size = 1\n", 3, 13,
+                   "pricing.resources.token.unit_size: 1 disagrees with the unit \"1000 tokens\" "
+                   "(which counts 1000)");
+  // The shipped label of token ("1000 tokens") is checked too.
+  expect_one_error("[pricing.resources.token]\nunit_size = 100\n", 2, 13, "disagrees");
+  expect_one_error("[pricing.resources.token]\nunit = \"\"\n", 2, 8,
+                   "pricing.resources.token.unit: a unit label is 1 to 64 bytes");
+  expect_one_error("[pricing.resources.token]\nunit = \"0 tokens\"\n", 2, 8,
+                   "\"0 tokens\" counts 0; a unit counts more than 0");
+  expect_one_error("[pricing.resources.token]\nunit = 1000\n", 2, 8,
+                   "expected a string, got an integer");
+  // Names and structure.
+  expect_one_error("[pricing.resources.gpu]\nunit = \"hour\"\n", 1, 1,
+                   "pricing.resources.gpu: missing 'unit_cost'");
+  expect_one_error("[pricing.resources.GPU]\nunit_cost = 1\n", 1, 20,
+                   "pricing.resources.GPU: invalid resource name 'GPU'");
+  expect_one_error("[pricing.resources.tokens_in]\nunit_cost = 1\n", 1, 20,
+                   "tokens_in has no price of its own");
+  expect_one_error("[pricing.resources.cost]\nunit_cost = 1\n", 1, 20,
+                   "cost has no price of its own");
+  expect_one_error("[pricing.resources.token]\nunit_cots = 1\n", 2, 1,
+                   "unknown key 'pricing.resources.token.unit_cots' (did you mean 'unit_cost'?)");
+  expect_one_error("[pricing.resources]\ntoken = 1\n", 2, 9,
+                   "pricing.resources.token: expected a table, got an integer");
+  expect_one_error("[pricing]\nresource = {}\n", 2, 1,
+                   "unknown key 'pricing.resource' (did you mean 'resources'?)");
+  expect_one_error("pricing = \"cheap\"\n", 1, 11, "pricing: expected a table, got a string");
+  // Models.
+  expect_one_error("[pricing.models.m]\ninput_per_1k = \"0.1\"\n", 1, 1,
+                   "pricing.models.m: missing 'output_per_1k'");
+  expect_one_error("[pricing.models.m]\ninput_per_1k = \"0.1\"\noutput_per_1k = 0.2\n", 3, 17,
+                   "pricing.models.m.output_per_1k: floats are inexact");
+  expect_one_error("[pricing.models.\"gpt 4\"]\ninput_per_1k = 1\noutput_per_1k = 1\n", 1, 17,
+                   "pricing.models.gpt 4: invalid model name 'gpt 4'");
+  expect_one_error("[pricing.models.m]\ninput_per_1k = 1\noutput_per_1k = 1\ncached_per_1k = 1\n",
+                   4, 1, "unknown key 'pricing.models.m.cached_per_1k'");
+  // Actions.
+  expect_one_error("[pricing.actions]\ntranslate = 5.5\n", 2, 13,
+                   "pricing.actions.translate: floats are inexact");
+  expect_one_error("[pricing.actions]\ntranslate = 1000001\n", 2, 13,
+                   "must be at most 1000000, got 1000001");
+  expect_one_error("[pricing.actions]\nTranslate = 5\n", 2, 1,
+                   "pricing.actions.Translate: invalid action name 'Translate'");
+  expect_one_error("[pricing.actions]\ntranslate = \"-5\"\n", 2, 13, "must be >= 0");
+}
+
+TEST(ConfigPricing, ModelMissingBothPricesReportsBoth) {
+  auto errors = parse_errors("[pricing.models.m]\n");
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_NE(errors[0].message.find("missing 'input_per_1k'"), std::string::npos);
+  EXPECT_NE(errors[1].message.find("missing 'output_per_1k'"), std::string::npos);
+}
+
+TEST(ConfigPricing, ABadPriceLeavesTheShippedOne) {
+  // parse_config fails whole, so this is about the price never being half-applied: a
+  // table with one bad field is not set at all (checked through the error count).
+  auto errors = parse_errors(
+      "[pricing.resources.token]\nunit = \"1000 tokens\"\nunit_cost = \"x\"\n"
+      "[pricing.resources.storage]\nunit_cost = \"0.2\"\n");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].line, 3u);
+}
+
+// 0 when default_state_dir's non-root choices hold in the calling process, else the
+// number of the check that failed.
+int check_user_state_dirs() {
+  ::unsetenv("STATE_DIRECTORY");
+  ::setenv("XDG_STATE_HOME", "/home/u/.state", 1);
+  if (default_state_dir() != "/home/u/.state/budgetd") return 1;
+  ::setenv("XDG_STATE_HOME", "relative/path", 1);  // ignored, per the XDG spec
+  ::setenv("HOME", "/home/u", 1);
+  if (default_state_dir() != "/home/u/.local/state/budgetd") return 2;
+  ::unsetenv("XDG_STATE_HOME");
+  if (default_state_dir() != "/home/u/.local/state/budgetd") return 3;
+  ::unsetenv("HOME");
+  if (default_state_dir() != "./state") return 4;
+  ::setenv("STATE_DIRECTORY", "/var/lib/other:/var/lib/second", 1);
+  if (default_state_dir() != "/var/lib/other") return 5;
+  return 0;
+}
+
+TEST(ConfigStore, DefaultStateDir) {
+  const char* old = std::getenv("STATE_DIRECTORY");
+  std::string saved = old ? old : "";
+  ::setenv("STATE_DIRECTORY", "/var/lib/budgetd-test", 1);
+  EXPECT_EQ(default_state_dir(), "/var/lib/budgetd-test");
+  ::unsetenv("STATE_DIRECTORY");
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // In a child: the checks change the environment, and as root they drop to nobody.
+    if (::geteuid() == 0) {
+      if (default_state_dir() != "/var/lib/budgetd") ::_exit(101);
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(100);
+    }
+    ::_exit(check_user_state_dirs());
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "100: could not drop to uid 65534; 101: root's default";
+  if (old) ::setenv("STATE_DIRECTORY", saved.c_str(), 1);
 }
 
 // 0 when the non-root defaults hold in the calling process, else the number of the check

@@ -26,7 +26,8 @@ TEST(PriceTableDefaults, Seed004ResourcePrices) {
   EXPECT_EQ(t.resources().at("token"), (UnitPrice{"1000 tokens", D("1000"), D("0.002")}));
   EXPECT_EQ(t.resources().at("storage"), (UnitPrice{"GB", D("1"), D("0.10")}));
   EXPECT_EQ(t.resources().at("api_call"), (UnitPrice{"count", D("1"), D("0.001")}));
-  for (const auto& [name, p] : t.resources()) EXPECT_TRUE(PriceTable::validate(p).has_value()) << name;
+  for (const auto& [name, p] : t.resources())
+    EXPECT_TRUE(PriceTable::validate(p).has_value()) << name;
 }
 
 TEST(PriceTableDefaults, Seed001ActionsAndNoModels) {
@@ -61,7 +62,8 @@ TEST(PriceTablePrice, LargeQuantitiesStayExact) {
   PriceTable t = PriceTable::defaults();
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();  // 18446744073709551615
   // 18446744073709551615 tokens x 0.002 / 1000 = 36893488147419.10323
-  EXPECT_EQ(t.price("token", Decimal::from_int(kMax))->total_cost.to_string(), "36893488147419.10323");
+  EXPECT_EQ(t.price("token", Decimal::from_int(kMax))->total_cost.to_string(),
+            "36893488147419.10323");
   // 18446744073709551615 x 0.01
   EXPECT_EQ(t.price("agent_execution", Decimal::from_int(kMax))->total_cost.to_string(),
             "184467440737095516.15");
@@ -110,7 +112,8 @@ TEST(PriceTablePrice, FractionalUnitSize) {
 
 TEST(PriceTablePrice, RefusesNegativeQuantitiesAndInvalidPrices) {
   PriceTable t = PriceTable::defaults();
-  EXPECT_EQ(t.price("token", Decimal::parse("-1", true).value()).error().code, Errc::negative_amount);
+  EXPECT_EQ(t.price("token", Decimal::parse("-1", true).value()).error().code,
+            Errc::negative_amount);
   t.set_resource("broken", UnitPrice{"count", Decimal{}, D("1")});
   EXPECT_EQ(t.price("broken", D("1")).error().code, Errc::invalid_argument);
 }
@@ -121,10 +124,13 @@ TEST(PriceTableValidate, Bounds) {
             Errc::invalid_argument);
   EXPECT_EQ(PriceTable::validate(UnitPrice{"x", D("1"), D("10000001")}).error().code,
             Errc::invalid_argument);
-  EXPECT_EQ(PriceTable::validate(UnitPrice{"x", D("0"), D("1")}).error().code, Errc::invalid_argument);
-  EXPECT_EQ(PriceTable::validate(UnitPrice{"", D("1"), D("1")}).error().code, Errc::invalid_argument);
-  EXPECT_EQ(PriceTable::validate(UnitPrice{"x", D("1"), Decimal::parse("-1", true).value()}).error().code,
-            Errc::negative_amount);
+  EXPECT_EQ(PriceTable::validate(UnitPrice{"x", D("0"), D("1")}).error().code,
+            Errc::invalid_argument);
+  EXPECT_EQ(PriceTable::validate(UnitPrice{"", D("1"), D("1")}).error().code,
+            Errc::invalid_argument);
+  EXPECT_EQ(
+      PriceTable::validate(UnitPrice{"x", D("1"), Decimal::parse("-1", true).value()}).error().code,
+      Errc::negative_amount);
   EXPECT_TRUE(PriceTable::validate(ModelPrice{D("0.0015"), D("0.002")}).has_value());
   EXPECT_FALSE(PriceTable::validate(ModelPrice{D("0"), D("20000000")}).has_value());
   EXPECT_TRUE(PriceTable::validate_action_rate(D("1000000")).has_value());
@@ -288,7 +294,8 @@ TEST(PriceTableReport, Errors) {
   negative.cost = Decimal::parse("-1", true).value();
   EXPECT_EQ(t.price_report(negative, "", reg).error().code, Errc::negative_amount);
   UsageReport negative_extra;
-  ASSERT_TRUE(negative_extra.extra.add(res::storage, Decimal::parse("-1", true).value()).has_value());
+  ASSERT_TRUE(
+      negative_extra.extra.add(res::storage, Decimal::parse("-1", true).value()).has_value());
   EXPECT_EQ(t.price_report(negative_extra, "", reg).error().code, Errc::negative_amount);
 }
 
@@ -304,10 +311,10 @@ TEST(PriceTableActions, Seed001Rates) {
 
 TEST(PriceTableActions, PartialTokensRoundUp) {
   PriceTable t = PriceTable::defaults();
-  EXPECT_EQ(t.action_tokens("translate", 1).value(), 1u);    // 0.005 tokens
-  EXPECT_EQ(t.action_tokens("translate", 200).value(), 1u);  // exactly 1
-  EXPECT_EQ(t.action_tokens("translate", 201).value(), 2u);  // 1.005
-  EXPECT_EQ(t.action_tokens("summarize", 1001).value(), 3u); // 2.002
+  EXPECT_EQ(t.action_tokens("translate", 1).value(), 1u);     // 0.005 tokens
+  EXPECT_EQ(t.action_tokens("translate", 200).value(), 1u);   // exactly 1
+  EXPECT_EQ(t.action_tokens("translate", 201).value(), 2u);   // 1.005
+  EXPECT_EQ(t.action_tokens("summarize", 1001).value(), 3u);  // 2.002
   // A remainder past Decimal's 12th digit still rounds up.
   t.set_action("fine", D("0.000000000001"));
   EXPECT_EQ(t.action_tokens("fine", 1).value(), 1u);
