@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -65,6 +66,31 @@ constexpr std::array kCommands = {
     CommandSpec{"scopes", "", "the budget tree: each node's usage and limits", "ListScopes", ""},
     CommandSpec{"scope", "PATH", "one scope node's usage and limits", "GetScope", ""},
     CommandSpec{"templates", "", "the plans and tiers", "ListTemplates", ""},
+    CommandSpec{
+        "usage", "SUBCOMMAND [ARGS...]", "usage reports: the ledger, prices, threads, agents",
+        "",
+        "Each subcommand calls the io.budgetd.Usage method of its name (summary calls\n"
+        "io.budgetd.Usage.Summary, ...). pricing and stats are open to everyone; the rest\n"
+        "are for operators.\n"
+        "\n"
+        "  summary START END [scope=PATH] [by=GROUP]\n"
+        "      usage and cost from START to END, grouped by resource (the default), agent,\n"
+        "      model, thread, process or scope. START and END are dates (2024-01-31; END\n"
+        "      includes its day) or UTC instants (2024-01-31T12:00:00Z).\n"
+        "  records [KEY=VALUE...]\n"
+        "      ledger records, newest first. Keys: resource, process, agent, model, thread,\n"
+        "      scope, kind (usage, consumption, commit, reservation, thread, audit), since,\n"
+        "      until, limit (1..1000, default 100), cursor (from the previous page).\n"
+        "  pricing                 the price table\n"
+        "  stats                   consumption statistics\n"
+        "  overview                thread token totals; tokens and cost per agent and model\n"
+        "  threads [limit=N]       thread budgets, most used first\n"
+        "  thread ID               one thread's budget\n"
+        "  agent NAME              one agent's usage, of all time\n"
+        "  model NAME              one model's usage, of all time\n"
+        "  reset (scope=PATH | process=PID | thread=ID)\n"
+        "      zero that usage now; the ledger keeps an audit record\n"
+        "Example: budgetctl usage summary 2024-01-01 2024-01-31 by=model\n"},
     CommandSpec{
         "call", "METHOD [JSON] [--more | --oneway]",
         "call any varlink method, print the reply JSON", "",
@@ -161,7 +187,8 @@ std::string usage_text() {
       "Usage: budgetctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS...]\n"
       "\n"
       "Operate budgetd, the budget daemon for LLM agents, over its varlink socket\n"
-      "(io.budgetd.Admin; operators only).\n"
+      "(io.budgetd.Admin and io.budgetd.Usage; operators only, but for usage pricing\n"
+      "and usage stats).\n"
       "\n"
       "Commands:\n";
   constexpr std::size_t kColumn = 28;  // where summaries start; longer heads get their own line
@@ -452,6 +479,10 @@ std::expected<std::vector<Request>, std::string> build_requests(const Invocation
     Json params = std::move(*p);
     for (auto& [k, v] : target.items()) params[k] = v;
     out.push_back(make_request(admin("SetLimits"), std::move(params)));
+  } else if (cmd == "usage") {
+    auto r = usage_request(args);
+    if (!r) return std::unexpected(r.error());
+    out.push_back(std::move(*r));
   } else if (cmd == "call") {
     Request r;
     std::vector<std::string> pos;
@@ -844,6 +875,297 @@ std::string format_error(const Reply& reply) {
   return s;
 }
 
+// ---- budgetctl usage ---------------------------------------------------------------------------
+
+namespace {
+
+struct UsageSubcommand {
+  std::string_view name;
+  std::string_view method;
+  // The positional arguments, in order, as parameter names.
+  std::vector<std::string_view> positional;
+  // key=value arguments: the key on the command line -> the parameter.
+  std::vector<std::pair<std::string_view, std::string_view>> keys;
+  std::string_view synopsis;  // for the error message
+};
+
+const std::vector<UsageSubcommand>& usage_subcommands() {
+  static const std::vector<UsageSubcommand> kSubcommands = {
+      {"summary", "Summary", {"start", "end"},
+       {{"scope", "scope"}, {"by", "group_by"}, {"group_by", "group_by"}},
+       "START END [scope=PATH] [by=GROUP]"},
+      {"records", "Records", {},
+       {{"resource", "resource_type"}, {"resource_type", "resource_type"}, {"process", "process"},
+        {"agent", "agent"}, {"model", "model"}, {"thread", "thread"}, {"scope", "scope"},
+        {"kind", "kind"}, {"since", "since"}, {"until", "until"}, {"limit", "limit"},
+        {"cursor", "cursor"}},
+       "[KEY=VALUE...]"},
+      {"pricing", "Pricing", {}, {}, ""},
+      {"stats", "Stats", {}, {}, ""},
+      {"overview", "Overview", {}, {}, ""},
+      {"threads", "Threads", {}, {{"limit", "limit"}}, "[limit=N]"},
+      {"thread", "Thread", {"thread"}, {}, "ID"},
+      {"agent", "Agent", {"agent"}, {}, "NAME"},
+      {"model", "Model", {"model"}, {}, "NAME"},
+      {"reset", "Reset", {}, {{"scope", "scope"}, {"process", "process"}, {"thread", "thread"}},
+       "(scope=PATH | process=PID | thread=ID)"},
+  };
+  return kSubcommands;
+}
+
+// "a=1 b=2" of a quantity map ({"tokens_in": "1000", ...}), in key order.
+std::string quantities_cell(const Json& quantity) {
+  if (!quantity.is_object() || quantity.empty()) return "-";
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : quantity.items()) parts.push_back(k + "=" + cell(v));
+  return join(parts, " ");
+}
+
+// "" (usage without the label) shows as "-".
+std::string key_cell(const Json& obj, std::string_view key) {
+  std::string s = field_cell(obj, key);
+  return s.empty() ? "-" : s;
+}
+
+std::string format_usage_summary(const Json& r) {
+  std::string scope = field_cell(r, "scope");
+  std::string s = fmt::format("usage {} .. {}, scope {}, by {}\n", field_cell(r, "start"),
+                              field_cell(r, "end"), scope.empty() ? "/" : scope,
+                              field_cell(r, "group_by"));
+  const Json& groups = member(r, "usage");
+  Table t;
+  std::string head = field_cell(r, "group_by");
+  std::transform(head.begin(), head.end(), head.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  t.header = {head, "QUANTITY", "COST", "RECORDS"};
+  const bool by_resource = field_cell(r, "group_by") == "resource";
+  for (const auto& g : groups.is_array() ? groups : Json::array()) {
+    const Json& q = member(g, "quantity");
+    // Grouped by resource, a group holds that one resource: its amount says it all.
+    std::string quantity = by_resource && q.is_object() && q.size() == 1
+                               ? cell(q.begin().value())
+                               : quantities_cell(q);
+    t.rows.push_back({key_cell(g, "key"), quantity, field_cell(g, "cost"), field_cell(g, "records")});
+  }
+  t.rows.push_back({"total", "", field_cell(r, "total_cost"), field_cell(r, "records")});
+  return s + t.render();
+}
+
+std::string format_usage_records(const Json& r) {
+  const Json& records = member(r, "records");
+  std::string s;
+  if (!records.is_array() || records.empty()) {
+    s = "no records\n";
+  } else {
+    Table t;
+    t.header = {"ID", "RECORDED", "KIND", "PROCESS", "THREAD", "SCOPE", "ITEMS", "COST", "NOTE"};
+    for (const auto& rec : records) {
+      std::vector<std::string> items;
+      const Json& its = member(rec, "items");
+      for (const auto& it : its.is_array() ? its : Json::array())
+        items.push_back(field_cell(it, "resource") + "=" + field_cell(it, "quantity"));
+      // An audit or outcome says what happened; a usage record says whose it was.
+      std::vector<std::string> note;
+      if (const Json& a = member(rec, "action"); a.is_string()) note.push_back(cell(a));
+      if (const Json& d = member(rec, "detail"); d.is_string()) note.push_back(cell(d));
+      if (note.empty()) {
+        const Json& labels = member(rec, "labels");
+        if (labels.is_object())
+          for (const auto& [k, v] : labels.items()) note.push_back(k + "=" + cell(v));
+      }
+      t.rows.push_back({field_cell(rec, "id"), field_cell(rec, "recorded_at"),
+                        field_cell(rec, "kind"), field_cell(rec, "process"),
+                        field_cell(rec, "thread"), field_cell(rec, "scope"),
+                        items.empty() ? "-" : join(items, " "), field_cell(rec, "total_cost"),
+                        note.empty() ? "-" : join(note, " ")});
+    }
+    s = t.render();
+  }
+  if (const Json& c = member(r, "next_cursor"); c.is_string())
+    s += fmt::format("more: budgetctl usage records cursor={} (with the same filters)\n",
+                     c.get<std::string>());
+  return s;
+}
+
+std::string format_usage_pricing(const Json& r) {
+  std::string s;
+  auto section = [&](Table t, std::string_view empty) {
+    if (!s.empty()) s += "\n";
+    s += t.rows.empty() ? std::string(empty) : t.render();
+  };
+  Table resources;
+  resources.header = {"RESOURCE", "PRICE", "PER"};
+  for (const auto& p : member(r, "resources").is_array() ? member(r, "resources") : Json::array()) {
+    std::string size = field_cell(p, "unit_size");
+    resources.rows.push_back({field_cell(p, "resource"), field_cell(p, "unit_cost"),
+                              size == "1" ? field_cell(p, "unit") : size + " " + field_cell(p, "unit")});
+  }
+  section(std::move(resources), "no resource prices\n");
+  Table models;
+  models.header = {"MODEL", "INPUT/1K", "OUTPUT/1K"};
+  for (const auto& p : member(r, "models").is_array() ? member(r, "models") : Json::array()) {
+    models.rows.push_back(
+        {field_cell(p, "model"), field_cell(p, "input_per_1k"), field_cell(p, "output_per_1k")});
+  }
+  section(std::move(models), "no model prices\n");
+  Table actions;
+  actions.header = {"ACTION", "TOKENS/1000 WORDS"};
+  for (const auto& p : member(r, "actions").is_array() ? member(r, "actions") : Json::array())
+    actions.rows.push_back({field_cell(p, "action"), field_cell(p, "tokens_per_1000_words")});
+  section(std::move(actions), "no action prices\n");
+  return s;
+}
+
+std::string format_usage_stats(const Json& r) {
+  Table t;
+  for (auto key : {"total_events", "approved", "denied", "partial", "pending"})
+    t.rows.push_back({key == std::string_view("total_events") ? "events" : key, field_cell(r, key)});
+  return t.render();
+}
+
+// A split of the overview (by_agent or by_model): LABEL TOKENS COST.
+std::string token_split(const Json& r, std::string_view key, std::string_view label,
+                        std::string_view header) {
+  const Json& rows = member(r, key);
+  if (!rows.is_array()) return "";
+  if (rows.empty()) return fmt::format("\nno usage by {} in the ledger\n", label);
+  Table t;
+  t.header = {std::string(header), "TOKENS", "COST"};
+  for (const auto& u : rows)
+    t.rows.push_back({key_cell(u, label), field_cell(u, "tokens"), field_cell(u, "cost")});
+  return "\n" + t.render();
+}
+
+std::string format_usage_overview(const Json& r) {
+  Table t;
+  t.rows.push_back({"tokens", fmt::format("{} ({} prompt, {} completion)", field_cell(r, "total_tokens"),
+                                          field_cell(r, "prompt_tokens"),
+                                          field_cell(r, "completion_tokens"))});
+  t.rows.push_back({"requests", field_cell(r, "requests")});
+  t.rows.push_back({"threads", field_cell(r, "threads")});
+  std::string s = t.render();
+  s += token_split(r, "by_agent", "agent", "AGENT");
+  s += token_split(r, "by_model", "model", "MODEL");
+  return s;
+}
+
+std::vector<std::string> thread_row(const Json& t) {
+  return {field_cell(t, "thread"),       field_cell(t, "total_tokens"),
+          field_cell(t, "prompt_tokens"), field_cell(t, "completion_tokens"),
+          field_cell(t, "remaining"),     field_cell(t, "max_tokens"),
+          field_cell(t, "request_count"), field_cell(t, "reserved"),
+          field_cell(t, "process")};
+}
+const std::vector<std::string> kThreadHeader = {"THREAD",    "TOKENS",   "PROMPT",
+                                                "COMPLETION", "REMAINING", "MAX",
+                                                "REQUESTS",  "RESERVED", "PROCESS"};
+
+std::string format_usage_threads(const Json& r) {
+  const Json& threads = member(r, "threads");
+  if (!threads.is_array() || threads.empty()) return "no threads\n";
+  Table t;
+  t.header = kThreadHeader;
+  for (const auto& th : threads) t.rows.push_back(thread_row(th));
+  std::string s = t.render();
+  const Json& total = member(r, "total");
+  if (total.is_number_unsigned() && total.get<uint64_t>() > threads.size())
+    s += fmt::format("({} of {} threads shown)\n", threads.size(), total.get<uint64_t>());
+  return s;
+}
+
+std::string format_usage_thread(const Json& r) {
+  Table t;
+  const std::vector<std::string> row = thread_row(r);
+  for (std::size_t i = 0; i < row.size(); ++i) {
+    std::string key = kThreadHeader[i];
+    std::transform(key.begin(), key.end(), key.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    t.rows.push_back({key, row[i]});
+  }
+  return t.render();
+}
+
+// Agent or model: a head line, then one row per resource.
+std::string format_label_usage(const Json& r, std::string_view label) {
+  std::string s = fmt::format("{} {}: cost {}, {} tokens, {} records\n", label,
+                              field_cell(r, label), field_cell(r, "cost"), field_cell(r, "tokens"),
+                              field_cell(r, "records"));
+  const Json& q = member(r, "quantity");
+  if (!q.is_object() || q.empty()) return s;
+  Table t;
+  t.header = {"RESOURCE", "QUANTITY"};
+  for (const auto& [k, v] : q.items()) t.rows.push_back({k, cell(v)});
+  return s + t.render();
+}
+
+}  // namespace
+
+std::expected<Request, std::string> usage_request(std::span<const std::string> args) {
+  if (args.empty()) {
+    return std::unexpected(std::string(
+        "usage takes a SUBCOMMAND: summary, records, pricing, stats, overview, threads, thread, "
+        "agent, model or reset"));
+  }
+  const std::string& name = args[0];
+  const auto& subs = usage_subcommands();
+  auto sub = std::find_if(subs.begin(), subs.end(), [&](const auto& s) { return s.name == name; });
+  if (sub == subs.end()) return std::unexpected(fmt::format("unknown usage subcommand '{}'", name));
+  auto synopsis = [&] {
+    return fmt::format("usage {}{}{}", sub->name, sub->synopsis.empty() ? "" : " ", sub->synopsis);
+  };
+
+  Json params = Json::object();
+  std::size_t positional = 0;
+  for (const std::string& a : args.subspan(1)) {
+    if (a.starts_with("--")) return std::unexpected(fmt::format("unknown option '{}'", a));
+    // KEY=VALUE when KEY is one of the subcommand's; anything else is the next positional
+    // argument (a thread id may hold a '=').
+    const auto eq = a.find('=');
+    const std::string_view key = std::string_view(a).substr(0, eq);
+    auto known = eq == std::string::npos
+                     ? sub->keys.end()
+                     : std::find_if(sub->keys.begin(), sub->keys.end(),
+                                    [&](const auto& k) { return k.first == key; });
+    if (known == sub->keys.end()) {
+      if (positional >= sub->positional.size()) {
+        return std::unexpected(eq == std::string::npos
+                                   ? fmt::format("unexpected argument '{}': {}", a, synopsis())
+                                   : fmt::format("unknown key '{}': {}", key, synopsis()));
+      }
+      if (a.empty()) return std::unexpected(fmt::format("{} is empty", sub->positional[positional]));
+      params[std::string(sub->positional[positional++])] = a;
+      continue;
+    }
+    const std::string param(known->second);
+    const std::string value = a.substr(eq + 1);
+    if (params.contains(param)) return std::unexpected(fmt::format("{} is given twice", key));
+    if (param == "limit") {
+      auto n = parse_id(value, "limit");
+      if (!n) return std::unexpected(n.error());
+      params[param] = *n;
+    } else {
+      params[param] = value;
+    }
+  }
+  if (positional < sub->positional.size())
+    return std::unexpected(fmt::format("{} needs {}", sub->name, synopsis()));
+  if (sub->name == "reset" && params.size() != 1)
+    return std::unexpected(std::string("reset takes exactly one of scope=, process= or thread="));
+  return make_request(std::string(kUsage) + std::string(sub->method), std::move(params));
+}
+
+std::string format_usage(std::string_view subcommand, const Json& reply) {
+  if (subcommand == "summary") return format_usage_summary(reply);
+  if (subcommand == "records") return format_usage_records(reply);
+  if (subcommand == "pricing") return format_usage_pricing(reply);
+  if (subcommand == "stats") return format_usage_stats(reply);
+  if (subcommand == "overview") return format_usage_overview(reply);
+  if (subcommand == "threads") return format_usage_threads(reply);
+  if (subcommand == "thread") return format_usage_thread(reply);
+  if (subcommand == "agent" || subcommand == "model") return format_label_usage(reply, subcommand);
+  return reply.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+}
+
 // ---- Running -----------------------------------------------------------------------------------
 
 namespace {
@@ -1022,6 +1344,12 @@ int run(std::span<const std::string> argv, std::ostream& out, std::ostream& err)
     out << "resumed " << inv->args[0] << "\n";
   } else if (cmd == "reload") {
     out << "configuration reloaded\n";
+  } else if (cmd == "usage") {
+    if (inv->args[0] == "reset") {
+      out << "usage reset: " << inv->args[1] << "\n";
+    } else {
+      out << format_usage(inv->args[0], r);
+    }
   }
   return kExitOk;
 }

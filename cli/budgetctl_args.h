@@ -115,6 +115,16 @@ std::string format_event(const Json& event);
 // message).
 std::string format_error(const client::Reply& reply);
 
+// ---- budgetctl usage ---------------------------------------------------------------------------
+
+inline constexpr std::string_view kUsage = "io.budgetd.Usage.";
+
+// budgetctl usage SUBCOMMAND [ARGS...] (the arguments after "usage"): the one
+// io.budgetd.Usage call it makes. Fails with a usage message.
+std::expected<Request, std::string> usage_request(std::span<const std::string> args);
+// The reply of `budgetctl usage SUBCOMMAND` as tables.
+std::string format_usage(std::string_view subcommand, const Json& reply);
+
 // ---- Running -------------------------------------------------------------------------------
 
 // Runs budgetctl with `argv` (without the program name). Returns the exit status.
