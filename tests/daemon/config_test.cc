@@ -925,14 +925,14 @@ TEST(ConfigPricing, ModelMissingBothPricesReportsBoth) {
   EXPECT_NE(errors[1].message.find("missing 'output_per_1k'"), std::string::npos);
 }
 
-TEST(ConfigPricing, ABadPriceLeavesTheShippedOne) {
-  // parse_config fails whole, so this is about the price never being half-applied: a
-  // table with one bad field is not set at all (checked through the error count).
+// A bad field is one error at its place; the good table after it adds none.
+TEST(ConfigPricing, OneBadFieldIsOneError) {
   auto errors = parse_errors(
       "[pricing.resources.token]\nunit = \"1000 tokens\"\nunit_cost = \"x\"\n"
       "[pricing.resources.storage]\nunit_cost = \"0.2\"\n");
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].line, 3u);
+  EXPECT_EQ(errors[0].column, 13u);
 }
 
 // 0 when default_state_dir's non-root choices hold in the calling process, else the
