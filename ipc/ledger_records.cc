@@ -73,7 +73,12 @@ void audit(CallContext& ctx) {
   Params& p = ctx.params;
   // The target, when the call names one, so an audit trail can be filtered like usage.
   if (p.has("process")) r.process = std::string(p.str_or("process", ""));
-  if (p.has("scope")) r.scope = std::string(p.str_or("scope", ""));
+  if (p.has("scope")) {
+    // Normalized ("org/team", as the engine and the ledger's scope filter spell paths).
+    std::string_view given = p.str_or("scope", "");
+    auto path = normalize_path(given);
+    r.scope = path ? *path : std::string(given);
+  }
   if (p.has("thread")) r.thread = std::string(p.str_or("thread", ""));
   ctx.hooks.append(std::move(r));
 }
