@@ -96,6 +96,7 @@ Engine::Engine(const Clock& clock, EngineConfig config)
   root_ = root.get();
   scopes_.emplace("/", std::move(root));
   mark(*root_);
+  mark_counters();  // the configured thread budget is state from the start
   for (auto& t : shipped_templates(resources_)) set_template(std::move(t)).value();
   constructed_ = true;
 }

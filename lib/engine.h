@@ -539,7 +539,9 @@ class Engine {
     std::vector<Process*> processes;
     std::unordered_set<std::string> released;  // deleted unless live again when taken
     std::unordered_set<std::string> threads;   // upserted if present when taken, else deleted
-    std::unordered_set<uint64_t> holds;        // the same
+    // Ids of holds placed, changed or dropped: a push per hold operation, sorted and
+    // deduplicated when taken (cheaper on the reserve/commit path than a set insertion).
+    std::vector<uint64_t> holds;
     std::set<std::pair<TemplateKind, std::string>> templates;
     bool counters = false;
   };
@@ -559,7 +561,7 @@ class Engine {
     dirty_.threads.emplace(id);
   }
   void mark_released(Process& p);
-  void mark_hold(uint64_t id) { dirty_.holds.insert(id); }
+  void mark_hold(uint64_t id) { dirty_.holds.push_back(id); }
   void mark_counters() { dirty_.counters = true; }
   void clear_changes();
   ScopeRecord scope_record(const ScopeNode& n) const;

@@ -154,6 +154,8 @@ EngineChanges Engine::take_changes() {
       out.threads.push_back(thread_record(id, it->second));
     }
   }
+  std::sort(dirty_.holds.begin(), dirty_.holds.end());
+  dirty_.holds.erase(std::unique(dirty_.holds.begin(), dirty_.holds.end()), dirty_.holds.end());
   for (uint64_t id : dirty_.holds) {
     auto it = holds_.find(id);
     if (it == holds_.end())
@@ -181,7 +183,7 @@ void Engine::clear_changes() {
       if (auto it = threads_.find(id); it != threads_.end()) it->second.dirty = false;
     dirty_.threads.clear();
   }
-  if (!dirty_.holds.empty()) dirty_.holds.clear();
+  dirty_.holds.clear();
   dirty_.counters = false;
 }
 

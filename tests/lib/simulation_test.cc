@@ -10,6 +10,13 @@
 // it. After every step the engine's views must equal the model, and every admission must
 // leave each node on its path within its hard limits.
 //
+// Durable state rides along on a second random stream (so the main sequence of a seed is
+// unchanged): thread budgets, reservations through threads, rate limits, live templates,
+// reloads and restarts. After every step the engine's take_changes() is applied to a mirror
+// of the store, which must equal export_state() (a mutation that forgot to mark its entity
+// shows up here); a restart exports, imports into a fresh engine, compares the two exports
+// and goes on with the fresh engine, so the model checks the recovered engine too.
+//
 // Replay: a failure names its seed. BUDGETD_SIM_SEED=N runs that seed alone and
 // BUDGETD_SIM_TRACE=1 prints every operation of it; BUDGETD_SIM_SEEDS=K runs seeds 1..K
 // (default 3000), BUDGETD_SIM_STEPS=S sets the steps per seed (default 200, 120 under
@@ -26,6 +33,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -34,6 +42,7 @@
 #include <vector>
 
 #include "lib/engine.h"
+#include "tests/lib/state_test_support.h"
 
 namespace budgetd {
 namespace {
@@ -197,6 +206,9 @@ struct SimOptions {
   // a commit after expiry charges whichever process now has the hold's process id, even a
   // later one allocated after the original was released. Set false once that is fixed.
   bool late_commit_charges_a_later_process = false;
+  // Durable state: a mirror of take_changes() must equal export_state(), an import must
+  // export the same, and the run goes on across restarts (export, import, swap engines).
+  bool check_state_records = true;
 };
 
 class Simulation {
@@ -205,15 +217,16 @@ class Simulation {
       : rng_(seed),
         opt_(opt),
         cov_(cov),
+        aux_(seed ^ 0x9e3779b97f4a7c15ull),
         clock_(start_time(seed)),
-        engine_(clock_, EngineConfig{}) {}
+        engine_(std::make_unique<Engine>(clock_, EngineConfig{})) {}
 
   // Throws SimFailure with the step and the reason.
   void run() {
     // Create every node now, so each one's last_reset_at is the start instant.
     for (int n = 1; n < kNodeCount; ++n) {
       ScopeUpdate u;
-      engine_.set_limits(kPaths[n], u).value();
+      engine_->set_limits(kPaths[n], u).value();
     }
     for (auto& n : nodes_) {
       n.last_reset_at = clock_.now();
@@ -222,13 +235,24 @@ class Simulation {
     }
     for (int i = 0; i < kPidCount; ++i) procs_[pid_name(i)];
     check_state();
+    sync_mirror();
     for (step_ = 0; step_ < opt_.steps; ++step_) {
       random_op();
-      (void)engine_.take_events();
+      if (opt_.check_state_records && aux_.chance(35)) random_state_op();
+      (void)engine_->take_events();
       check_state();
+      if (opt_.check_state_records) {
+        sync_mirror();
+        if (step_ % 10 == 9) check_mirror();
+      }
     }
     step_ = -1;  // the drain
     drain();
+    if (opt_.check_state_records) {
+      sync_mirror();
+      check_mirror();
+      check_reimport();
+    }
   }
 
   int step() const { return step_; }
@@ -238,7 +262,7 @@ class Simulation {
   std::string fingerprint() const {
     std::ostringstream os;
     os << format_utc(now()) << " holds " << next_hold_id_ << " charges " << charges_.size();
-    const ScopeView root = engine_.get_scope("/").value();
+    const ScopeView root = engine_->get_scope("/").value();
     for (const auto& sv : root.resources) os << " " << sv.resource << "=" << sv.used.to_string();
     return os.str();
   }
@@ -425,12 +449,12 @@ class Simulation {
   // Every node's usage, reservation, limits and reset schedule, every process's usage and
   // reservation, and the hold count, against the model.
   void check_state() {
-    SIM_CHECK(engine_.hold_count() == holds_.size(),
-              "hold_count " << engine_.hold_count() << " model " << holds_.size());
+    SIM_CHECK(engine_->hold_count() == holds_.size(),
+              "hold_count " << engine_->hold_count() << " model " << holds_.size());
     const auto& used = model_used();
     const auto held = model_reserved();
     for (int n = 0; n < kNodeCount; ++n) {
-      auto view = engine_.get_scope(kPaths[n]);
+      auto view = engine_->get_scope(kPaths[n]);
       SIM_CHECK(view.has_value(), kPaths[n]);
       // get_scope shows a reset that fell due since the last mutating call as applied
       // (it is const and cannot catch up); holds, though, expire only on a catch-up.
@@ -456,7 +480,7 @@ class Simulation {
       std::size_t next_id = 0;
       for (const auto& sv : view->resources) {
         while (next_id < kRes &&
-               engine_.resources().name(static_cast<ResourceId>(next_id)) != sv.resource)
+               engine_->resources().name(static_cast<ResourceId>(next_id)) != sv.resource)
           ++next_id;
         SIM_CHECK(next_id < kRes,
                   "node " << kPaths[n] << " unexpected or unordered resource " << sv.resource);
@@ -466,7 +490,7 @@ class Simulation {
         const SlotView* s = got[r];
         Decimal gu = s ? s->used : Decimal(), gr = s ? s->reserved : Decimal();
         Decimal gh = s ? s->hard : kUnlimitedAmount, ga = s ? s->approval : kUnlimitedAmount;
-        const auto name = engine_.resources().name(static_cast<ResourceId>(r));
+        const auto name = engine_->resources().name(static_cast<ResourceId>(r));
         SIM_CHECK(gu == expect_used[r], "node " << kPaths[n] << " " << name << " used "
                                                 << gu.to_string() << " model "
                                                 << expect_used[r].to_string());
@@ -482,19 +506,19 @@ class Simulation {
       if (opt_.check_consumer_view) {
         // Seed 000's get_usage view of the same node must agree with get_scope.
         for (ResourceId r : {res::compute, res::tokens}) {
-          auto q = engine_.get_consumer_usage(kPaths[n], engine_.resources().name(r));
+          auto q = engine_->get_consumer_usage(kPaths[n], engine_->resources().name(r));
           SIM_CHECK(q.has_value(), "get_consumer_usage " << kPaths[n]);
           SIM_CHECK(q->consumed == expect_used[r],
-                    "get_consumer_usage " << kPaths[n] << " " << engine_.resources().name(r)
+                    "get_consumer_usage " << kPaths[n] << " " << engine_->resources().name(r)
                                           << " consumed " << q->consumed.to_string() << " model "
                                           << expect_used[r].to_string());
         }
       }
     }
     for (const auto& [pid, mp] : procs_) {
-      SIM_CHECK(engine_.is_tracked(pid) == mp.live, pid << " tracked " << engine_.is_tracked(pid));
+      SIM_CHECK(engine_->is_tracked(pid) == mp.live, pid << " tracked " << engine_->is_tracked(pid));
       if (!mp.live) continue;
-      auto v = engine_.get_process(pid);
+      auto v = engine_->get_process(pid);
       SIM_CHECK(v.has_value(), pid);
       SIM_CHECK(v->scope == kPaths[mp.node],
                 pid << " scope " << v->scope << " model " << kPaths[mp.node]);
@@ -505,7 +529,7 @@ class Simulation {
                 pid << " reserved " << describe(v->reserved) << " model " << describe(r));
     }
     if (opt_.check_pending_stats) {
-      auto st = engine_.get_stats();
+      auto st = engine_->get_stats();
       SIM_CHECK(st.pending == model_pending_count(), "stats.pending " << st.pending
                                                                       << " open pending requests "
                                                                       << model_pending_count());
@@ -514,7 +538,7 @@ class Simulation {
 
   // A process that is at any cumulative limit or past its timeout is admitted for nothing.
   bool process_blocked(const std::string& pid) const {
-    auto v = engine_.get_process(pid);
+    auto v = engine_->get_process(pid);
     const ResourceQuota& q = v->quota;
     const ResourceUsage& u = v->usage;
     auto at = [](uint64_t used, uint64_t limit) { return limit != kUnlimited && used >= limit; };
@@ -534,25 +558,25 @@ class Simulation {
     for (const auto& ch : c) asked[ch.id] = true;
     if (!plus(c.get(res::tokens_in), c.get(res::tokens_out)).is_zero()) asked[res::tokens] = true;
     for (int n = node; n >= 0; n = kParent[n]) {
-      auto view = engine_.get_scope(kPaths[n]).value();
+      auto view = engine_->get_scope(kPaths[n]).value();
       for (const auto& sv : view.resources) {
-        auto id = engine_.resources().find(sv.resource);
+        auto id = engine_->resources().find(sv.resource);
         if (!id || *id >= kRes || !asked[*id] || sv.hard == kUnlimitedAmount) continue;
         if (plus(sv.used, sv.reserved) == sv.hard) hit("admitted up to exactly a hard limit");
         SIM_CHECK(plus(sv.used, sv.reserved) <= sv.hard,
-                  what << " admitted " << describe(c, engine_.resources())
+                  what << " admitted " << describe(c, engine_->resources())
                        << " past the hard limit of " << kPaths[n] << " " << sv.resource << ": used "
                        << sv.used.to_string() << " + reserved " << sv.reserved.to_string() << " > "
                        << sv.hard.to_string());
       }
     }
     if (pid.empty()) return;
-    auto v = engine_.get_process(pid).value();
+    auto v = engine_->get_process(pid).value();
     const ResourceQuota& q = v.quota;
     auto within = [&](bool is_asked, uint64_t used, uint64_t reserved, uint64_t limit,
                       const char* name) {
       SIM_CHECK(!is_asked || limit == kUnlimited || used + reserved <= limit,
-                what << " admitted " << describe(c, engine_.resources()) << " past " << pid << "'s "
+                what << " admitted " << describe(c, engine_->resources()) << " past " << pid << "'s "
                      << name << ": used " << used << " + reserved " << reserved << " > " << limit);
     };
     within(asked[res::llm_calls], v.usage.llm_calls, v.reserved.llm_calls, q.max_llm_calls,
@@ -656,7 +680,7 @@ class Simulation {
     ResourceQuota q = random_quota();
     trace([&](auto& os) { os << "allocate " << pid << " at " << kPaths[node]; });
     model_catch_up();
-    auto r = engine_.allocate(pid, q, kPaths[node]);
+    auto r = engine_->allocate(pid, q, kPaths[node]);
     SIM_CHECK(r.has_value(), "allocate " << pid << ": " << r.error().message());
     MProcess& p = procs_[pid];
     SIM_CHECK(*r == !p.live, "allocate " << pid << " returned " << *r << " while live=" << p.live);
@@ -667,7 +691,7 @@ class Simulation {
     std::string pid = pid_name(static_cast<int>(rng_.below(kPidCount)));
     trace([&](auto& os) { os << "release " << pid; });
     model_catch_up();
-    bool r = engine_.release(pid);
+    bool r = engine_->release(pid);
     MProcess& p = procs_[pid];
     SIM_CHECK(r == p.live, "release " << pid << " returned " << r);
     if (!p.live) return;
@@ -690,9 +714,9 @@ class Simulation {
     UsageReport rep = random_report();
     ChargeList c = report_to_charges(rep);
     trace(
-        [&](auto& os) { os << "record_usage " << pid << " " << describe(c, engine_.resources()); });
+        [&](auto& os) { os << "record_usage " << pid << " " << describe(c, engine_->resources()); });
     model_catch_up();
-    auto r = engine_.record_usage(pid, rep);
+    auto r = engine_->record_usage(pid, rep);
     SIM_CHECK(r.has_value(), "record_usage " << pid << ": " << r.error().message());
     MProcess& p = procs_[pid];
     if (!p.live) {
@@ -722,13 +746,13 @@ class Simulation {
     if (rng_.chance(10)) ttl = Duration(static_cast<int64_t>(rng_.range(1, 2'000'000)));
     trace([&](auto& os) {
       os << "reserve " << (pid.empty() ? std::string("scope ") + kPaths[node] : "process " + pid)
-         << " " << describe(est, engine_.resources()) << " ttl " << ttl.count() << "us";
+         << " " << describe(est, engine_->resources()) << " ttl " << ttl.count() << "us";
     });
     model_catch_up();
     const bool blocked = !pid.empty() && process_blocked(pid);
     std::optional<bool> predicted;
     if (pid.empty()) predicted = model_admits(node, est);
-    auto r = engine_.reserve(t, est, ttl);
+    auto r = engine_->reserve(t, est, ttl);
     SIM_CHECK(r.has_value(), "reserve: " << r.error().message());
     if (predicted)
       SIM_CHECK(r->admitted == *predicted,
@@ -745,7 +769,7 @@ class Simulation {
     }
     SIM_CHECK(!blocked,
               "reserve admitted " << pid << " although it is at a limit or past its timeout");
-    const Duration eff = ttl == Duration{0} ? engine_.config().default_reservation_ttl : ttl;
+    const Duration eff = ttl == Duration{0} ? engine_->config().default_reservation_ttl : ttl;
     SIM_CHECK(r->id == next_hold_id_, "reserve id " << r->id << " expected " << next_hold_id_);
     SIM_CHECK(r->expires_at == now() + eff, "expires_at " << format_utc(r->expires_at));
     ++next_hold_id_;
@@ -776,9 +800,9 @@ class Simulation {
     UsageReport actual = random_report();
     if (rng_.chance(30)) actual.tokens_in = rng_.range(0, 4000);  // sometimes above the estimate
     ChargeList c = report_to_charges(actual);
-    trace([&](auto& os) { os << "commit " << id << " " << describe(c, engine_.resources()); });
+    trace([&](auto& os) { os << "commit " << id << " " << describe(c, engine_->resources()); });
     model_catch_up();
-    auto r = engine_.commit(id, actual);
+    auto r = engine_->commit(id, actual);
     auto h = holds_.find(id);
     if (h != holds_.end() && !h->second.pending) {
       SIM_CHECK(r.has_value(), "commit " << id << ": " << r.error().message());
@@ -815,7 +839,7 @@ class Simulation {
     uint64_t id = pick_reservation_id();
     trace([&](auto& os) { os << "cancel " << id; });
     model_catch_up();
-    auto r = engine_.cancel(id);
+    auto r = engine_->cancel(id);
     auto h = holds_.find(id);
     if (h != holds_.end() && !h->second.pending) {
       SIM_CHECK(r.has_value(), "cancel " << id << ": " << r.error().message());
@@ -860,7 +884,7 @@ class Simulation {
       for (const auto& [k, v] : fields) os << " " << k << "=" << v;
     });
     model_catch_up();
-    auto r = engine_.adjust_quota(pid, fields);
+    auto r = engine_->adjust_quota(pid, fields);
     if (procs_[pid].live) {
       SIM_CHECK(r.has_value(), "adjust_quota " << pid << ": " << r.error().message());
     } else {
@@ -905,13 +929,13 @@ class Simulation {
     trace([&](auto& os) {
       os << "set_limits " << kPaths[node] << (u.clear_overrides ? " (clear)" : "");
       for (const auto& [id, spec] : u.limits)
-        os << " " << engine_.resources().name(id) << "="
+        os << " " << engine_->resources().name(id) << "="
            << (spec.hard ? limit_text(*spec.hard) : "-") << "/"
            << (spec.approval ? limit_text(*spec.approval) : "-");
       if (u.reset) os << " reset=" << reset_period_name(*u.reset);
     });
     model_catch_up();
-    auto r = engine_.set_limits(kPaths[node], u);
+    auto r = engine_->set_limits(kPaths[node], u);
     SIM_CHECK(r.has_value(), "set_limits: " << r.error().message());
     MNode& m = nodes_[node];
     if (u.clear_overrides) {
@@ -932,7 +956,7 @@ class Simulation {
     int node = static_cast<int>(rng_.range(1, kNodeCount - 1));
     trace([&](auto& os) { os << "reset_scope " << kPaths[node]; });
     model_catch_up();
-    auto r = engine_.reset_scope(kPaths[node]);
+    auto r = engine_->reset_scope(kPaths[node]);
     SIM_CHECK(r.has_value(), "reset_scope: " << r.error().message());
     nodes_[node].reset_seq = ++seq_;
     nodes_[node].last_reset_at = now();
@@ -977,7 +1001,7 @@ class Simulation {
           (!ResourceRegistry::is_integer(id) || room.is_integer()))
         req.amount = room;
     }
-    req.resource = std::string(engine_.resources().name(id));
+    req.resource = std::string(engine_->resources().name(id));
     req.allow_partial = rng_.chance(50);
     ChargeList want;
     want.add(id, req.amount).value();
@@ -1013,7 +1037,7 @@ class Simulation {
         }
       }
     }
-    auto r = engine_.consume(req);
+    auto r = engine_->consume(req);
     SIM_CHECK(r.has_value(), "consume: " << r.error().message());
     hit(std::string(pid.empty() ? "consume on a scope " : "consume on a process ") +
         std::string(consume_status_name(r->status)));
@@ -1040,7 +1064,7 @@ class Simulation {
                                    << predicted_grant.to_string());
       SIM_CHECK(r->refusal->used <= req.amount, "pending holds more than asked");
       holds_[r->request_id] = MHold{true, pid, node, held, r->expires_at};
-      SIM_CHECK(r->expires_at == now() + engine_.config().pending_ttl, "pending expiry");
+      SIM_CHECK(r->expires_at == now() + engine_->config().pending_ttl, "pending expiry");
       SIM_CHECK(!blocked,
                 "consume held for " << pid << " although it is at a limit or past its timeout");
       check_admission(node, held, pid, "consume (pending)");
@@ -1072,7 +1096,7 @@ class Simulation {
     bool approve = rng_.chance(60);
     trace([&](auto& os) { os << (approve ? "approve " : "deny ") << id; });
     model_catch_up();
-    auto r = approve ? engine_.approve(id) : engine_.deny(id);
+    auto r = approve ? engine_->approve(id) : engine_->deny(id);
     auto h = holds_.find(id);
     if (h == holds_.end() || !h->second.pending) {
       SIM_CHECK(!r.has_value() && r.error().code == Errc::unknown_request,
@@ -1125,7 +1149,7 @@ class Simulation {
   void engine_advance() {
     trace([&](auto& os) { os << "engine.advance()"; });
     model_catch_up();
-    engine_.advance();
+    engine_->advance();
   }
   void op_engine_advance() { engine_advance(); }
 
@@ -1142,18 +1166,18 @@ class Simulation {
       if (h == holds_.end()) continue;
       MHold hold = h->second;
       if (pending) {
-        auto r = roll == 0 ? engine_.approve(id) : engine_.deny(id);
+        auto r = roll == 0 ? engine_->approve(id) : engine_->deny(id);
         SIM_CHECK(r.has_value(), "drain approve/deny " << id << ": " << r.error().message());
         holds_.erase(h);
         if (roll == 0) model_charge(hold.node, hold.pid, hold.charges);
       } else if (roll == 0) {
         UsageReport actual = random_report();
-        auto r = engine_.commit(id, actual);
+        auto r = engine_->commit(id, actual);
         SIM_CHECK(r.has_value(), "drain commit " << id << ": " << r.error().message());
         holds_.erase(h);
         model_charge(hold.node, hold.pid, report_to_charges(actual));
       } else {
-        auto r = engine_.cancel(id);
+        auto r = engine_->cancel(id);
         SIM_CHECK(r.has_value(), "drain cancel " << id << ": " << r.error().message());
         holds_.erase(h);
       }
@@ -1162,20 +1186,188 @@ class Simulation {
     // Past every ttl (at most 15 min here) and the pending ttl (1 h).
     clock_.advance(std::chrono::hours(25));
     engine_advance();
-    (void)engine_.take_events();
+    (void)engine_->take_events();
     check_state();
     SIM_CHECK(holds_.empty(), "the model still holds " << holds_.size());
-    SIM_CHECK(engine_.hold_count() == 0,
-              "hold_count " << engine_.hold_count() << " after the drain");
+    SIM_CHECK(engine_->hold_count() == 0,
+              "hold_count " << engine_->hold_count() << " after the drain");
     for (int n = 0; n < kNodeCount; ++n) {
-      auto view = engine_.get_scope(kPaths[n]).value();
+      auto view = engine_->get_scope(kPaths[n]).value();
       for (const auto& sv : view.resources)
         SIM_CHECK(sv.reserved.is_zero(), "node " << kPaths[n] << " " << sv.resource
                                                  << " still reserves " << sv.reserved.to_string());
     }
-    for (const auto& pv : engine_.list_processes(0, 1000))
+    for (const auto& pv : engine_->list_processes(0, 1000))
       SIM_CHECK(pv.reserved == ResourceUsage{},
                 pv.id << " still reserves " << describe(pv.reserved));
+  }
+
+  // ---- Durable state ------------------------------------------------------------------
+
+  void sync_mirror() {
+    EngineChanges c = engine_->take_changes();
+    const std::string dup = testing_support::Mirror::duplicate_key(c);
+    SIM_CHECK(dup.empty(), "take_changes lists " << dup << " twice");
+    mirror_.apply(c);
+  }
+
+  // A mutation that forgot to mark its entity leaves the store behind the engine.
+  void check_mirror() {
+    const std::string d = testing_support::diff_state(mirror_.state(), engine_->export_state());
+    SIM_CHECK(d.empty(), "the store (take_changes applied) differs from export_state: " << d);
+  }
+
+  // A fresh engine imports the export and exports the same.
+  std::unique_ptr<Engine> check_reimport() {
+    const EngineState s = engine_->export_state();
+    auto fresh = std::make_unique<Engine>(clock_, engine_->config());
+    auto r = fresh->import_state(s);
+    SIM_CHECK(r.has_value(), "import of the export failed: " << r.error().message());
+    const std::string d = testing_support::diff_state(s, fresh->export_state());
+    SIM_CHECK(d.empty(), "an imported engine exports differently: " << d);
+    SIM_CHECK(fresh->take_changes().empty(), "an import left changes for the store");
+    SIM_CHECK(fresh->take_events().empty(), "an import raised events");
+    return fresh;
+  }
+
+  // A restart: the run goes on with an engine built from the store's records, so the model
+  // checks that nothing behaves differently after recovery. Expired reservation ids are
+  // not durable: a late commit after a restart is an unknown id.
+  void restart() {
+    trace([&](auto& os) { os << "restart from the store"; });
+    sync_mirror();
+    check_mirror();
+    auto fresh = check_reimport();
+    (void)engine_->take_events();
+    engine_ = std::move(fresh);
+    expired_.clear();
+    hit("restart");
+  }
+
+  std::string thread_name() { return "t" + std::to_string(aux_.below(4)); }
+
+  void random_state_op() {
+    switch (aux_.below(12)) {
+      case 0:
+      case 1: {  // a thread, tied to a live process or to none
+        std::string t = thread_name(), pid = aux_.chance(70) ? random_live_pid_aux() : std::string();
+        trace([&](auto& os) { os << "get_budget " << t << " " << pid; });
+        model_catch_up();
+        auto r = engine_->get_budget(t, pid);
+        auto it = threads_.find(t);
+        if (it == threads_.end()) {
+          SIM_CHECK(r.has_value(), "get_budget " << t << ": " << r.error().message());
+          threads_[t] = MThread{pid, pid.empty() ? 0 : procs_[pid].node};
+        } else if (it->second.pid.empty() && !pid.empty()) {
+          SIM_CHECK(r.has_value(), "get_budget " << t << " claimed by " << pid);
+          it->second = MThread{pid, procs_[pid].node};
+        } else if (!pid.empty() && it->second.pid != pid) {
+          SIM_CHECK(!r.has_value(), "get_budget " << t << " moved to " << pid);
+        }
+        break;
+      }
+      case 2:
+      case 3: {  // tokens on a thread: its process (whichever now has the id) and path
+        if (threads_.empty()) return;
+        auto it = threads_.begin();
+        std::advance(it, static_cast<long>(aux_.below(threads_.size())));
+        const uint64_t in = aux_.range(0, 900), out = aux_.range(0, 300);
+        trace([&](auto& os) { os << "consume thread " << it->first << " " << in << "/" << out; });
+        model_catch_up();
+        auto r = engine_->consume(it->first, in, out);
+        SIM_CHECK(r.has_value(), "consume thread " << it->first << ": " << r.error().message());
+        ChargeList c;
+        if (in) c.add(res::tokens_in, units(in)).value();
+        if (out) c.add(res::tokens_out, units(out)).value();
+        const std::string& pid = it->second.pid;
+        const bool live = !pid.empty() && procs_[pid].live;
+        model_charge(live ? procs_[pid].node : it->second.node, live ? pid : std::string(), c);
+        hit("thread consume");
+        break;
+      }
+      case 4: {  // a reservation through a thread: the hold names it
+        if (threads_.empty()) return;
+        auto it = threads_.begin();
+        std::advance(it, static_cast<long>(aux_.below(threads_.size())));
+        ChargeList est;
+        est.add(res::tokens_in, units(aux_.range(1, 400))).value();
+        Target t;
+        t.thread = it->first;
+        trace([&](auto& os) { os << "reserve through thread " << it->first; });
+        model_catch_up();
+        auto r = engine_->reserve(t, est, seconds(static_cast<int64_t>(aux_.range(1, 900))));
+        SIM_CHECK(r.has_value(), "reserve through " << it->first << ": " << r.error().message());
+        if (!r->admitted) return;
+        const std::string& pid = it->second.pid;
+        const bool live = !pid.empty() && procs_[pid].live;
+        SIM_CHECK(r->id == next_hold_id_, "reserve id " << r->id << " expected " << next_hold_id_);
+        ++next_hold_id_;
+        holds_[r->id] = MHold{false, live ? pid : std::string(), live ? procs_[pid].node : it->second.node, est,
+                              r->expires_at};
+        hit("reserve through a thread");
+        break;
+      }
+      case 5: {  // a thread dropped (its holds lose it)
+        std::string t = thread_name();
+        trace([&](auto& os) { os << "reset_thread " << t; });
+        model_catch_up();
+        const bool had = engine_->reset_thread(t);
+        SIM_CHECK(had == threads_.contains(t), "reset_thread " << t << " returned " << had);
+        threads_.erase(t);
+        break;
+      }
+      case 6:  // configure() does not catch up, so neither does the model
+        engine_->configure(aux_.range(100, 20'000));
+        break;
+      case 7:
+      case 8: {  // rate limits: requests, limits set and cleared, resets, cleanup
+        RateLimiter& rl = engine_->rate_limiter();
+        const std::string user = "u" + std::to_string(aux_.below(3));
+        const std::string endpoint = "e" + std::to_string(aux_.below(2));
+        switch (aux_.below(6)) {
+          case 0:
+            (void)rl.set_user_limits(user, RateLimitConfig{aux_.range(1, 20), 100, 1000, aux_.range(1, 5)});
+            break;
+          case 1:
+            (void)rl.set_endpoint_limits(endpoint, RateLimitConfig{aux_.range(1, 20), 100, 1000, 0});
+            break;
+          case 2:
+            (void)(aux_.chance(50) ? rl.clear_user_limits(user) : rl.clear_endpoint_limits(endpoint));
+            break;
+          case 3:
+            (void)(aux_.chance(70) ? rl.reset_user(user) : Result<std::size_t>(rl.cleanup_expired()));
+            break;
+          default:
+            for (uint64_t i = aux_.range(1, 6); i > 0; --i) (void)rl.check_rate_limit(user, endpoint);
+            break;
+        }
+        break;
+      }
+      case 9: {  // a live template: a plan no node uses, and the shipped tier nodes never use
+        LimitTemplate t{aux_.chance(50) ? "sim" : "free", aux_.chance(50) ? TemplateKind::plan : TemplateKind::tier,
+                        {}, ResetPeriod::never};
+        t.limits[res::compute].hard = units(aux_.range(1, 100));
+        SIM_CHECK(engine_->set_template(t).has_value(), "set_template");
+        break;
+      }
+      case 10: {  // a reload with other thresholds: the fired bits of everything change
+        EngineConfig cfg;
+        cfg.thresholds = aux_.chance(50) ? std::vector<uint32_t>{80, 90} : std::vector<uint32_t>{50, 75, 95};
+        model_catch_up();
+        engine_->reconfigure(cfg);
+        break;
+      }
+      default:  // nothing is caught up: what fell due is applied after the restart
+        restart();
+        break;
+    }
+  }
+
+  std::string random_live_pid_aux() {
+    std::vector<std::string> live;
+    for (const auto& [pid, p] : procs_)
+      if (p.live) live.push_back(pid);
+    return live.empty() ? std::string() : live[aux_.below(live.size())];
   }
 
   void hit(const std::string& what) {
@@ -1185,8 +1377,18 @@ class Simulation {
   Rng rng_;
   SimOptions opt_;
   Coverage* cov_;
+  // Draws for the durable-state operations (threads, rate limits, templates, restarts):
+  // a stream of its own, so they do not move the main sequence a replayed seed follows.
+  Rng aux_;
   FakeClock clock_;
-  Engine engine_;
+  std::unique_ptr<Engine> engine_;
+  // What the store would hold: the engine's take_changes() applied after every step.
+  testing_support::Mirror mirror_;
+  struct MThread {
+    std::string pid;  // the process it was tied to, live or not ("" for none)
+    int node = 0;     // where its tokens go once that process is gone
+  };
+  std::map<std::string, MThread> threads_;
   int step_ = 0;
 
   uint64_t seq_ = 0;
@@ -1275,7 +1477,10 @@ TEST(Simulation, RandomSequencesMatchTheReferenceModel) {
                              "deny",
                              "release with a pending request",
                              "release with a reservation",
-                             "reset_scope"})
+                             "reset_scope",
+                             "restart",
+                             "thread consume",
+                             "reserve through a thread"})
       EXPECT_GE(cov.counts[what], 5u) << "the simulation rarely reaches: " << what << "\n"
                                       << summary.str();
   }
