@@ -1,0 +1,79 @@
+// The store's parts, shared by its files: schema (store_schema.cc), the writer thread's
+// transaction (store_writer.cc), recovery reads (store_load.cc) and the ledger's read side
+// (store_ledger.cc). Not for use outside daemon/store*.cc.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/store.h"
+#include "daemon/store_sqlite.h"
+
+namespace budgetd::daemon {
+
+inline constexpr int kStoreSchemaVersion = 1;
+inline constexpr int32_t kStoreApplicationId = 0x62756467;  // "budg"
+inline constexpr int64_t kMicrosPerDay = 86'400'000'000;
+
+// Opens a connection. `read_only` connections refuse writes (query_only) as well.
+std::expected<sql::Db, StoreError> open_connection(const std::string& path, bool memory, bool read_only);
+// Creates the schema in a new file, or checks an existing one: application id, schema
+// version, journal mode WAL (file only), and, when `verify`, quick_check.
+std::expected<void, StoreError> prepare_schema(sqlite3* db, const std::string& path, bool memory, bool verify);
+
+// The day (00:00 UTC, µs since the epoch) holding `t`.
+inline int64_t day_start(int64_t t_usec) {
+  int64_t d = t_usec / kMicrosPerDay;
+  if (t_usec % kMicrosPerDay < 0) --d;
+  return d * kMicrosPerDay;
+}
+
+// The ledger columns that hold labels; every other label goes to the labels blob.
+inline constexpr std::string_view kColumnLabels[] = {"agent", "model", "endpoint"};
+
+class Store::Writer {
+ public:
+  static std::expected<std::unique_ptr<Writer>, StoreError> create(sql::Db db);
+
+  struct Fold {
+    int64_t ledger_before;       // fold ledger records recorded before this (µs)
+    int64_t idempotency_before;  // delete idempotency entries recorded before this
+  };
+  struct Applied {
+    uint64_t rows = 0, ledger_records = 0, folded = 0;
+  };
+  // One transaction: every write in order, then the fold. On error nothing is applied.
+  std::expected<Applied, StoreError> apply(const std::vector<StoreWrite>& batch, std::optional<Fold> fold);
+  std::expected<void, StoreError> set_page_limit(uint64_t pages);
+
+ private:
+  explicit Writer(sql::Db db) : db_(std::move(db)) {}
+  std::expected<void, StoreError> prepare();
+  std::expected<void, StoreError> write(const StoreWrite& w, Applied& applied);
+  std::expected<void, StoreError> append(const LedgerRecord& r);
+  std::expected<uint64_t, StoreError> fold(const Fold& f);
+  std::expected<void, StoreError> run(sql::Stmt& s, std::string_view what);
+
+  sql::Db db_;
+  sql::Stmt begin_, commit_, rollback_;
+  sql::Stmt put_process_, del_process_, put_scope_, put_template_, put_thread_, del_thread_;
+  sql::Stmt put_hold_, del_hold_, put_rate_limit_, del_rate_limit_, put_rate_window_, del_rate_window_;
+  sql::Stmt put_counters_, put_start_time_, del_start_time_, put_idempotency_, put_ledger_;
+  std::string blob_, items_, labels_, resources_, cost_;  // reused per row
+};
+
+class Store::Ledger final : public LedgerReader {
+ public:
+  explicit Ledger(sqlite3* db) : db_(db) {}
+  Result<UsageSummary> summary(const SummaryQuery& q) override;
+  Result<RecordPage> records(const RecordFilter& f) override;
+  Result<LedgerStats> stats();
+
+ private:
+  sqlite3* db_;  // the store's read-only connection
+};
+
+}  // namespace budgetd::daemon

@@ -1,0 +1,347 @@
+// The writer thread's side: one transaction per batch with prepared statements, blobs
+// encoded here (not on the loop), and the retention fold of old ledger records into
+// per-day aggregates.
+#include <fmt/format.h>
+
+#include <map>
+#include <tuple>
+
+#include "daemon/store_internal.h"
+#include "lib/state_codec.h"
+
+namespace budgetd::daemon {
+
+namespace {
+
+int64_t usec(TimePoint t) { return t.time_since_epoch().count(); }
+
+}  // namespace
+
+std::expected<std::unique_ptr<Store::Writer>, StoreError> Store::Writer::create(sql::Db db) {
+  std::unique_ptr<Writer> w(new Writer(std::move(db)));
+  if (auto r = w->prepare(); !r) return std::unexpected(r.error());
+  return w;
+}
+
+std::expected<void, StoreError> Store::Writer::prepare() {
+  struct Def {
+    sql::Stmt* stmt;
+    std::string_view sql;
+  };
+  const Def defs[] = {
+      {&begin_, "BEGIN IMMEDIATE"},
+      {&commit_, "COMMIT"},
+      {&rollback_, "ROLLBACK"},
+      {&put_process_, "INSERT OR REPLACE INTO processes (id, rec) VALUES (?1, ?2)"},
+      {&del_process_, "DELETE FROM processes WHERE id = ?1"},
+      {&put_scope_, "INSERT OR REPLACE INTO scopes (path, rec) VALUES (?1, ?2)"},
+      {&put_template_, "INSERT OR REPLACE INTO templates (name, rec) VALUES (?1, ?2)"},
+      {&put_thread_, "INSERT OR REPLACE INTO threads (id, rec) VALUES (?1, ?2)"},
+      {&del_thread_, "DELETE FROM threads WHERE id = ?1"},
+      {&put_hold_, "INSERT OR REPLACE INTO holds (id, rec) VALUES (?1, ?2)"},
+      {&del_hold_, "DELETE FROM holds WHERE id = ?1"},
+      {&put_rate_limit_, "INSERT OR REPLACE INTO rate_limits (endpoint, name, rec) VALUES (?1, ?2, ?3)"},
+      {&del_rate_limit_, "DELETE FROM rate_limits WHERE endpoint = ?1 AND name = ?2"},
+      {&put_rate_window_, "INSERT OR REPLACE INTO rate_windows (user, endpoint, rec) VALUES (?1, ?2, ?3)"},
+      {&del_rate_window_, "DELETE FROM rate_windows WHERE user = ?1 AND endpoint = ?2"},
+      {&put_counters_, "INSERT OR REPLACE INTO counters (id, rec) VALUES (0, ?1)"},
+      {&put_start_time_, "INSERT OR REPLACE INTO start_times (process, start_time) VALUES (?1, ?2)"},
+      {&del_start_time_, "DELETE FROM start_times WHERE process = ?1"},
+      {&put_idempotency_,
+       "INSERT OR REPLACE INTO idempotency (method, uid, idem_key, reply, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)"},
+      {&put_ledger_,
+       "INSERT INTO ledger (id, recorded_at, kind, uid, pid, process, thread, scope, agent, model, endpoint, action, "
+       "detail, resources, labels, items, total_cost, idem_key) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"},
+  };
+  for (const auto& d : defs) {
+    auto st = sql::Stmt::prepare(db_.get(), d.sql);
+    if (!st) return std::unexpected(st.error());
+    *d.stmt = std::move(*st);
+  }
+  return {};
+}
+
+std::expected<void, StoreError> Store::Writer::run(sql::Stmt& s, std::string_view what) {
+  int rc = s.step();
+  s.reset();
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return std::unexpected(sql::error(db_.get(), rc, what));
+  return {};
+}
+
+std::expected<void, StoreError> Store::Writer::set_page_limit(uint64_t pages) {
+  // max_page_count cannot go below the current size; 0 means "no cap" to callers.
+  uint64_t n = pages == 0 ? 0xfffffffeULL : pages;
+  return sql::exec(db_.get(), fmt::format("PRAGMA max_page_count = {}", n));
+}
+
+std::expected<Store::Writer::Applied, StoreError> Store::Writer::apply(const std::vector<StoreWrite>& batch,
+                                                                       std::optional<Fold> fold) {
+  Applied applied;
+  if (auto r = run(begin_, "begin a batch"); !r) return std::unexpected(r.error());
+  auto body = [&]() -> std::expected<void, StoreError> {
+    for (const auto& w : batch) {
+      if (auto r = write(w, applied); !r) return r;
+    }
+    if (fold) {
+      auto folded = this->fold(*fold);
+      if (!folded) return std::unexpected(folded.error());
+      applied.folded = *folded;
+    }
+    return run(commit_, "commit a batch");
+  }();
+  if (!body) {
+    // A failed COMMIT (SQLITE_FULL, SQLITE_IOERR) may or may not have rolled back already.
+    if (!sqlite3_get_autocommit(db_.get())) {
+      rollback_.step();
+      rollback_.reset();
+    }
+    return std::unexpected(body.error());
+  }
+  return applied;
+}
+
+std::expected<void, StoreError> Store::Writer::write(const StoreWrite& w, Applied& applied) {
+  const EngineChanges& c = w.changes;
+  auto put = [&](sql::Stmt& s, std::string_view key, const auto& record) -> std::expected<void, StoreError> {
+    blob_.clear();
+    encode_record(record, blob_);
+    s.bind(1, key);
+    s.bind_blob(2, blob_);
+    ++applied.rows;
+    return run(s, "write a state row");
+  };
+  auto del = [&](sql::Stmt& s, std::string_view key) {
+    s.bind(1, key);
+    ++applied.rows;
+    return run(s, "delete a state row");
+  };
+  for (const auto& r : c.templates)
+    if (auto e = put(put_template_, r.name, r); !e) return e;
+  for (const auto& r : c.scopes)
+    if (auto e = put(put_scope_, r.path, r); !e) return e;
+  for (const auto& r : c.processes)
+    if (auto e = put(put_process_, r.id, r); !e) return e;
+  for (const auto& id : c.released_processes)
+    if (auto e = del(del_process_, id); !e) return e;
+  for (const auto& r : c.threads)
+    if (auto e = put(put_thread_, r.id, r); !e) return e;
+  for (const auto& id : c.removed_threads)
+    if (auto e = del(del_thread_, id); !e) return e;
+  for (const auto& r : c.holds) {
+    blob_.clear();
+    encode_record(r, blob_);
+    put_hold_.bind(1, static_cast<int64_t>(r.id));
+    put_hold_.bind_blob(2, blob_);
+    ++applied.rows;
+    if (auto e = run(put_hold_, "write a hold"); !e) return e;
+  }
+  for (uint64_t id : c.removed_holds) {
+    del_hold_.bind(1, static_cast<int64_t>(id));
+    ++applied.rows;
+    if (auto e = run(del_hold_, "delete a hold"); !e) return e;
+  }
+  for (const auto& r : c.rate_limits) {
+    blob_.clear();
+    encode_record(r, blob_);
+    put_rate_limit_.bind(1, r.endpoint ? 1 : 0);
+    put_rate_limit_.bind(2, r.name);
+    put_rate_limit_.bind_blob(3, blob_);
+    ++applied.rows;
+    if (auto e = run(put_rate_limit_, "write a rate limit"); !e) return e;
+  }
+  for (const auto& r : c.removed_rate_limits) {
+    del_rate_limit_.bind(1, r.endpoint ? 1 : 0);
+    del_rate_limit_.bind(2, r.name);
+    ++applied.rows;
+    if (auto e = run(del_rate_limit_, "delete a rate limit"); !e) return e;
+  }
+  for (const auto& r : c.rate_windows) {
+    blob_.clear();
+    encode_record(r, blob_);
+    put_rate_window_.bind(1, r.user);
+    put_rate_window_.bind(2, r.endpoint);
+    put_rate_window_.bind_blob(3, blob_);
+    ++applied.rows;
+    if (auto e = run(put_rate_window_, "write a rate window"); !e) return e;
+  }
+  for (const auto& [user, endpoint] : c.removed_rate_windows) {
+    del_rate_window_.bind(1, user);
+    del_rate_window_.bind(2, endpoint);
+    ++applied.rows;
+    if (auto e = run(del_rate_window_, "delete a rate window"); !e) return e;
+  }
+  if (c.counters) {
+    blob_.clear();
+    encode_record(*c.counters, blob_);
+    put_counters_.bind_blob(1, blob_);
+    ++applied.rows;
+    if (auto e = run(put_counters_, "write the counters"); !e) return e;
+  }
+  for (const auto& [process, start] : w.start_times) {
+    put_start_time_.bind(1, process);
+    put_start_time_.bind(2, static_cast<int64_t>(start));
+    ++applied.rows;
+    if (auto e = run(put_start_time_, "write a start time"); !e) return e;
+  }
+  for (const auto& process : w.removed_start_times)
+    if (auto e = del(del_start_time_, process); !e) return e;
+  for (const auto& i : w.idempotency) {
+    put_idempotency_.bind(1, i.method);
+    put_idempotency_.bind(2, static_cast<int64_t>(i.uid));
+    put_idempotency_.bind(3, i.key);
+    put_idempotency_.bind(4, i.reply);
+    put_idempotency_.bind(5, usec(i.recorded_at));
+    ++applied.rows;
+    if (auto e = run(put_idempotency_, "write an idempotency entry"); !e) return e;
+  }
+  for (const auto& r : w.ledger) {
+    if (auto e = append(r); !e) return e;
+    ++applied.rows;
+    ++applied.ledger_records;
+  }
+  return {};
+}
+
+std::expected<void, StoreError> Store::Writer::append(const LedgerRecord& r) {
+  std::string_view column_labels[std::size(kColumnLabels)];
+  std::map<std::string, std::string> others;
+  for (const auto& [k, v] : r.labels) {
+    bool column = false;
+    for (std::size_t i = 0; i < std::size(kColumnLabels); ++i) {
+      if (k == kColumnLabels[i]) {
+        column_labels[i] = v;
+        column = true;
+      }
+    }
+    if (!column) others.emplace(k, v);
+  }
+  labels_ = others.empty() ? std::string() : encode_labels(others);
+  items_ = r.items.empty() ? std::string() : encode_ledger_items(r.items);
+  resources_.clear();
+  for (const auto& i : r.items) {
+    if (resources_.empty()) resources_.push_back(',');
+    resources_.append(i.resource);
+    resources_.push_back(',');
+  }
+  cost_ = r.total_cost.to_string();
+  auto& s = put_ledger_;
+  s.bind(1, r.id);
+  s.bind(2, usec(r.recorded_at));
+  s.bind(3, static_cast<int64_t>(r.kind));
+  s.bind(4, static_cast<int64_t>(r.uid));
+  s.bind(5, static_cast<int64_t>(r.pid));
+  s.bind(6, r.process);
+  s.bind(7, r.thread);
+  s.bind(8, r.scope);
+  for (std::size_t i = 0; i < std::size(kColumnLabels); ++i) s.bind(9 + static_cast<int>(i), column_labels[i]);
+  s.bind(12, r.action);
+  s.bind(13, r.detail);
+  s.bind(14, resources_);
+  if (!labels_.empty()) s.bind_blob(15, labels_);  // NULL otherwise: no bytes for no labels
+  if (!items_.empty()) s.bind_blob(16, items_);
+  s.bind(17, cost_);
+  s.bind(18, r.idempotency_key);
+  return run(s, "append a ledger record");
+}
+
+// Folds every ledger record recorded before f.ledger_before into ledger_daily. A charge
+// adds its items to (day, scope, agent, model, thread, process, resource) rows, and its
+// record count and total cost to the same key with resource "" (so summaries grouped by
+// anything but resource count records, not items). Records that charge nothing just go.
+std::expected<uint64_t, StoreError> Store::Writer::fold(const Fold& f) {
+  using Key = std::tuple<int64_t, std::string, std::string, std::string, std::string, std::string, std::string>;
+  struct Sum {
+    Decimal quantity, cost;
+    uint64_t records = 0;
+  };
+  std::map<Key, Sum> sums;
+  uint64_t folded = 0;
+  {
+    auto st = sql::Stmt::prepare(db_.get(),
+                                 "SELECT recorded_at, kind, action, scope, agent, model, thread, process, items, "
+                                 "total_cost FROM ledger WHERE recorded_at < ?1");
+    if (!st) return std::unexpected(st.error());
+    st->bind(1, f.ledger_before);
+    int rc;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      ++folded;
+      auto kind = static_cast<LedgerKind>(st->int64(1));
+      if (!ledger_record_charges(kind, st->text(2))) continue;
+      Key base{day_start(st->int64(0)), std::string(st->text(3)), std::string(st->text(4)),
+               std::string(st->text(5)), std::string(st->text(6)), std::string(st->text(7)), std::string()};
+      auto cost = Decimal::parse(st->text(9), true);
+      if (!cost) return std::unexpected(StoreError{StoreErrc::corrupt, 0, "ledger total_cost: " + cost.error().message()});
+      Sum& whole = sums[base];
+      whole.cost = whole.cost.saturating_add(*cost);
+      ++whole.records;
+      if (st->blob(8).empty()) continue;
+      auto items = decode_ledger_items(st->blob(8));
+      if (!items) return std::unexpected(StoreError{StoreErrc::corrupt, 0, items.error().detail});
+      for (const auto& item : *items) {
+        Key k = base;
+        std::get<6>(k) = item.resource;
+        Sum& s = sums[k];
+        s.quantity = s.quantity.saturating_add(item.quantity);
+        s.cost = s.cost.saturating_add(item.total_cost);
+        ++s.records;
+      }
+    }
+    if (rc != SQLITE_DONE) return std::unexpected(sql::error(db_.get(), rc, "read ledger records to fold"));
+  }
+  if (!sums.empty()) {
+    auto get = sql::Stmt::prepare(db_.get(),
+                                  "SELECT quantity, cost, records FROM ledger_daily WHERE day = ?1 AND scope = ?2 AND "
+                                  "agent = ?3 AND model = ?4 AND thread = ?5 AND process = ?6 AND resource = ?7");
+    if (!get) return std::unexpected(get.error());
+    auto put = sql::Stmt::prepare(db_.get(),
+                                  "INSERT OR REPLACE INTO ledger_daily (day, scope, agent, model, thread, process, "
+                                  "resource, quantity, cost, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    if (!put) return std::unexpected(put.error());
+    auto bind_key = [](sql::Stmt& s, const Key& k) {
+      s.bind(1, std::get<0>(k));
+      s.bind(2, std::get<1>(k));
+      s.bind(3, std::get<2>(k));
+      s.bind(4, std::get<3>(k));
+      s.bind(5, std::get<4>(k));
+      s.bind(6, std::get<5>(k));
+      s.bind(7, std::get<6>(k));
+    };
+    for (auto& [k, sum] : sums) {
+      bind_key(*get, k);
+      int rc = get->step();
+      if (rc == SQLITE_ROW) {  // a day folded in parts (an earlier pass, a partial day)
+        auto q = Decimal::parse(get->text(0), true);
+        auto c = Decimal::parse(get->text(1), true);
+        if (!q || !c) {
+          get->reset();
+          return std::unexpected(StoreError{StoreErrc::corrupt, 0, "ledger_daily amount does not parse"});
+        }
+        sum.quantity = sum.quantity.saturating_add(*q);
+        sum.cost = sum.cost.saturating_add(*c);
+        sum.records += static_cast<uint64_t>(get->int64(2));
+      } else if (rc != SQLITE_DONE) {
+        get->reset();
+        return std::unexpected(sql::error(db_.get(), rc, "read a daily aggregate"));
+      }
+      get->reset();
+      std::string q = sum.quantity.to_string(), c = sum.cost.to_string();
+      bind_key(*put, k);
+      put->bind(8, q);
+      put->bind(9, c);
+      put->bind(10, static_cast<int64_t>(sum.records));
+      if (auto e = run(*put, "write a daily aggregate"); !e) return std::unexpected(e.error());
+    }
+  }
+  auto del = sql::Stmt::prepare(db_.get(), "DELETE FROM ledger WHERE recorded_at < ?1");
+  if (!del) return std::unexpected(del.error());
+  del->bind(1, f.ledger_before);
+  if (auto e = run(*del, "delete folded ledger records"); !e) return std::unexpected(e.error());
+  auto idem = sql::Stmt::prepare(db_.get(), "DELETE FROM idempotency WHERE recorded_at < ?1");
+  if (!idem) return std::unexpected(idem.error());
+  idem->bind(1, f.idempotency_before);
+  if (auto e = run(*idem, "delete expired idempotency entries"); !e) return std::unexpected(e.error());
+  return folded;
+}
+
+}  // namespace budgetd::daemon
