@@ -12,6 +12,11 @@ namespace {
 
 template <class T>
 Result<void> load_table(sqlite3* db, std::string_view table, std::vector<T>& out) {
+  // Counting first costs one pass over the leaf pages (about 20 ms per million rows) and
+  // saves growing a vector of a million ~300-byte records by doubling.
+  auto count = sql::Stmt::prepare(db, fmt::format("SELECT count(*) FROM {}", table));
+  if (!count) return std::unexpected(sql::to_error(count.error()));
+  if (count->step() == SQLITE_ROW) out.reserve(out.size() + static_cast<std::size_t>(count->int64(0)));
   auto st = sql::Stmt::prepare(db, fmt::format("SELECT rec FROM {}", table));
   if (!st) return std::unexpected(sql::to_error(st.error()));
   int rc;
