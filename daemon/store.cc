@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -35,12 +36,17 @@ bool StoreWrite::empty() const {
 }
 
 bool ledger_record_charges(LedgerKind kind, std::string_view action) {
+  // Consume outcomes are written as the wire's status names (DENIED, PENDING).
+  auto is = [&](std::string_view name) {
+    return action.size() == name.size() &&
+           std::equal(action.begin(), action.end(), name.begin(), [](char a, char b) { return (a | 0x20) == b; });
+  };
   switch (kind) {
     case LedgerKind::usage:
     case LedgerKind::consumption:
     case LedgerKind::commit:
     case LedgerKind::thread:
-      return action != "denied" && action != "pending" && action != "expired" && action != "cancelled";
+      return !is("denied") && !is("pending") && !is("expired") && !is("cancelled");
     case LedgerKind::reservation:
     case LedgerKind::audit:
       return false;

@@ -221,7 +221,7 @@ class Store {
 
 // Which ledger records are charges that summaries add up: usage, consumption, commit and
 // thread records, except outcomes that charged nothing (denied, pending, expired,
-// cancelled). Reservation records hold an estimate (its commit is the charge) and audit
+// cancelled; in any case, as Consume writes DENIED/PENDING). Reservation records hold an estimate (its commit is the charge) and audit
 // records change limits, not usage.
 bool ledger_record_charges(LedgerKind kind, std::string_view action);
 

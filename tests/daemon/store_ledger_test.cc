@@ -174,15 +174,21 @@ TEST_F(StoreLedger, ReservationsAuditsAndRefusalsAreNotCharges) {
   audit.detail = "adjust max_llm_calls=20";
   auto denied = charge("denied", kT0, "a", "m", "t", "p", "s", {item("cost", "3", "3")});
   denied.kind = LedgerKind::consumption;
-  denied.action = "denied";
+  denied.action = "DENIED";  // as Consume writes it
+  auto pending = charge("pending", kT0, "a", "m", "t", "p", "s", {item("cost", "3", "3")});
+  pending.kind = LedgerKind::consumption;
+  pending.action = "PENDING";
+  auto partial = charge("partial", kT0, "a", "m", "t", "p", "s", {item("cost", "2", "2")});
+  partial.kind = LedgerKind::consumption;
+  partial.action = "PARTIAL";
   auto commit = charge("commit", kT0, "a", "m", "t", "p", "s", {item("tokens", "120", "1.2")});
   commit.kind = LedgerKind::commit;
-  write({r, audit, denied, commit});
+  write({r, audit, denied, pending, partial, commit});
   auto s = summary(GroupBy::resource);
-  EXPECT_EQ(s.records, 1u);
-  EXPECT_EQ(s.total_cost, dec("1.2"));
+  EXPECT_EQ(s.records, 2u);
+  EXPECT_EQ(s.total_cost, dec("3.2"));
   RecordFilter all;
-  EXPECT_EQ(store_->ledger().records(all)->records.size(), 4u);  // all listed
+  EXPECT_EQ(store_->ledger().records(all)->records.size(), 6u);  // all listed
 }
 
 TEST_F(StoreLedger, RecordsPageNewestFirstWithACursor) {
