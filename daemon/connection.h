@@ -3,7 +3,22 @@
 //
 // Reading: every read is fed to the connection's Framer and each complete message is
 // handed to the host (the Manager, which calls ipc::Service::handle). Replies of one read
-// batch are appended to one output buffer and written with a single uv_write.
+// batch are appended to one output buffer and written with a single write: uv_try_write
+// first, which costs one write(2) and nothing else; only what the socket did not take goes
+// to a uv_write (libuv re-arms the fd's epoll registration after every queued write, a
+// third syscall per message at one call in flight). At most one uv_write is in flight: what
+// is produced meanwhile waits in the output buffer and goes out with the next write.
+//
+// The write of a read batch is not made at once but after the loop's I/O phase (a
+// uv_check handle shared by the loop's connections), as Redis writes its replies before it
+// sleeps: the replies to every connection that was readable go out in one burst after all
+// the reads, so a client with many connections is woken once per burst, not once per reply.
+//
+// Durability barrier (durability "ack"): hold_output_until(seq) keeps the reply being
+// produced, and everything after it on this connection, out of the socket until
+// release_output(durable) with durable >= seq. Replies stay in order; held bytes count as
+// pending reply bytes, so a client whose replies wait for the disk is paused like one that
+// does not read.
 //
 // Back-pressure (STYLE.md section 4): when the reply bytes not yet written to the socket
 // exceed max_pending_reply_bytes, the connection stops reading (uv_read_stop) and leaves
@@ -94,8 +109,23 @@ class Connection {
   // false when the backlog is past twice the bound: the client is not reading its events,
   // and the caller should close the connection.
   bool push(std::string_view frame);
-  // Hands the buffered replies to one uv_write.
+  // Writes the buffered replies that are not held (see hold_output_until). Does nothing
+  // while a message of this connection is being dispatched: the batch flushes at its end.
   void flush();
+
+  // The durability barrier. Inside a dispatch: the reply of the message being dispatched
+  // (even if part of it is already written to the buffer) and everything after it on this
+  // connection are not written until release_output(d) with d >= seq. Outside a dispatch:
+  // everything appended from now on. Holds stack: each held region becomes writable when
+  // its own seq and every earlier region's seq are durable, so replies stay in order. A seq
+  // already released is no hold at all.
+  void hold_output_until(uint64_t seq);
+  // Every seq <= durable_seq is on disk: writes the regions this frees (and resumes reading
+  // when that drains the backlog). Releasing is monotonic: a smaller seq than an earlier
+  // release changes nothing. A no-op on a closing connection, whose held replies are dropped.
+  void release_output(uint64_t durable_seq);
+  // Reply bytes buffered behind a hold, not writable yet.
+  std::size_t held_bytes() const { return holds_.empty() ? 0 : out_.size() - holds_.front().offset; }
 
   uint64_t id() const { return id_; }
   const PeerCredentials& credentials() const { return credentials_; }
@@ -106,7 +136,8 @@ class Connection {
   // Reply bytes buffered or handed to uv_write and not yet written.
   std::size_t pending_reply_bytes() const { return out_.size() + in_flight_; }
   uint64_t messages() const { return messages_; }
-  // uv_write calls made (one per read batch with replies, not one per message).
+  // Writes started: one per read batch with replies (uv_try_write, and a uv_write for what
+  // the socket did not take), not one per message.
   uint64_t writes() const { return writes_; }
   void set_max_pending_reply_bytes(std::size_t n) { limits_.max_pending_reply_bytes = n; }
 
@@ -116,6 +147,11 @@ class Connection {
 
  private:
   struct WriteRequest;
+  struct Flusher;
+  static std::vector<Flusher*>& flushers();
+  static void on_check(uv_check_t* check);
+  // Flushes after this loop iteration's I/O phase (once, however many batches ran).
+  void flush_after_io();
   static void on_alloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
@@ -128,6 +164,18 @@ class Connection {
   void run_batch();
   void pause();
   void resume();
+  // Bytes at the front of out_ that no hold covers.
+  std::size_t writable_bytes() const { return holds_.empty() ? out_.size() : holds_.front().offset; }
+  // After a write drained or a hold was released: resume a paused connection, or finish a
+  // close_after_flush.
+  void after_drain();
+
+  // A held region starts at `offset` in out_ and waits for `seq`. Offsets and seqs strictly
+  // increase along holds_ (a later hold with a smaller seq is covered by the earlier one).
+  struct Hold {
+    std::size_t offset;
+    uint64_t seq;
+  };
 
   uv_pipe_t pipe_{};
   ConnectionHost& host_;
@@ -136,9 +184,16 @@ class Connection {
   ipc::Framer framer_;
   PeerCredentials credentials_;
   ipc::Peer peer_;
-  std::string out_;    // replies not yet handed to uv_write
+  std::string out_;    // replies not yet written or handed to uv_write
   std::string spare_;  // a recycled buffer for out_
-  std::size_t in_flight_ = 0;
+  std::size_t in_flight_ = 0;  // bytes handed to the one uv_write in flight
+  std::vector<Hold> holds_;
+  uint64_t durable_ = 0;        // the highest seq released
+  std::size_t reply_start_ = 0;  // offset in out_ of the reply being dispatched
+  bool dispatching_ = false;
+  bool in_batch_ = false;
+  bool flush_scheduled_ = false;
+  Flusher* flusher_;
   uint64_t messages_ = 0;
   uint64_t writes_ = 0;
   bool reading_ = false;

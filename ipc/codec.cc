@@ -13,13 +13,30 @@ std::expected<Call, CallError> parse_call(simdjson::dom::parser& parser, std::st
     return std::unexpected(CallError::invalid_json);
   simdjson::dom::object obj;
   if (doc.get_object().get(obj) != simdjson::SUCCESS) return std::unexpected(CallError::not_a_call);
+  // One walk over the fields instead of a lookup per name; the first of a repeated name
+  // counts, as with simdjson's lookup.
   Call call;
-  if (obj["method"].get_string().get(call.method) != simdjson::SUCCESS) return std::unexpected(CallError::not_a_call);
-  simdjson::dom::element p;
-  if (obj["parameters"].get(p) == simdjson::SUCCESS) call.parameters = p;
-  bool flag;
-  if (obj["oneway"].get_bool().get(flag) == simdjson::SUCCESS) call.oneway = flag;
-  if (obj["more"].get_bool().get(flag) == simdjson::SUCCESS) call.more = flag;
+  bool have_method = false, have_parameters = false, have_oneway = false, have_more = false;
+  for (auto field : obj) {
+    const std::string_view k = field.key;
+    if (k == "method" && !have_method) {
+      have_method = true;
+      if (field.value.get_string().get(call.method) != simdjson::SUCCESS)
+        return std::unexpected(CallError::not_a_call);
+    } else if (k == "parameters" && !have_parameters) {
+      have_parameters = true;
+      call.parameters = field.value;
+    } else if (k == "oneway" && !have_oneway) {
+      have_oneway = true;
+      bool flag;
+      if (field.value.get_bool().get(flag) == simdjson::SUCCESS) call.oneway = flag;
+    } else if (k == "more" && !have_more) {
+      have_more = true;
+      bool flag;
+      if (field.value.get_bool().get(flag) == simdjson::SUCCESS) call.more = flag;
+    }
+  }
+  if (!have_method) return std::unexpected(CallError::not_a_call);
   return call;
 }
 
@@ -29,6 +46,15 @@ Params::Params(std::optional<simdjson::dom::element> e) {
   if (e->is_object()) {
     obj_ = e->get_object().value_unsafe();
     present_ = true;
+    indexed_ = true;
+    for (auto field : obj_) {
+      if (count_ == kIndexed) {
+        indexed_ = false;
+        break;
+      }
+      fields_[count_++] = Field{field.key, field.value};
+      key_bits_ |= key_bit(field.key);
+    }
   } else {
     // A non-object "parameters" is itself the bad parameter.
     bad_ = "parameters";
@@ -38,7 +64,20 @@ Params::Params(std::optional<simdjson::dom::element> e) {
 std::optional<simdjson::dom::element> Params::get(std::string_view name) const {
   if (!present_) return std::nullopt;
   simdjson::dom::element e;
-  if (obj_[name].get(e) != simdjson::SUCCESS || e.is_null()) return std::nullopt;
+  if (indexed_) {
+    if ((key_bits_ & key_bit(name)) == 0) return std::nullopt;
+    const Field* found = nullptr;
+    for (std::size_t i = 0; i < count_; ++i)
+      if (fields_[i].key == name) {
+        found = &fields_[i];
+        break;
+      }
+    if (!found) return std::nullopt;
+    e = found->value;
+  } else if (obj_[name].get(e) != simdjson::SUCCESS) {
+    return std::nullopt;
+  }
+  if (e.is_null()) return std::nullopt;
   return e;
 }
 

@@ -4,6 +4,7 @@
 
 #include <simdjson.h>
 
+#include <array>
 #include <cstdint>
 #include <expected>
 #include <optional>
@@ -72,8 +73,23 @@ class Params {
 
  private:
   std::optional<simdjson::dom::element> get(std::string_view name) const;
+  // A handler asks for a dozen names, most of them absent, and simdjson's lookup walks the
+  // object's tape for each. So the fields are listed once, here, and a bit per (length,
+  // first byte) answers most absent names without comparing a key.
+  static constexpr std::size_t kIndexed = 16;
+  struct Field {
+    std::string_view key;
+    simdjson::dom::element value;
+  };
+  static uint64_t key_bit(std::string_view k) {
+    return uint64_t{1} << ((k.size() * 7 + (k.empty() ? 0 : static_cast<unsigned char>(k[0]))) & 63);
+  }
   simdjson::dom::object obj_;
   bool present_ = false;
+  bool indexed_ = false;  // false: more than kIndexed fields, get() asks simdjson
+  uint8_t count_ = 0;
+  uint64_t key_bits_ = 0;
+  std::array<Field, kIndexed> fields_;
   std::string bad_;
 };
 

@@ -1,8 +1,15 @@
 #include "ipc/framer.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <cstdint>
 #include <cstring>
 #include <utility>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace budgetd::ipc {
 
@@ -48,56 +55,116 @@ Framer& Framer::operator=(Framer&& other) noexcept {
   return *this;
 }
 
+namespace {
+
+// The bytes the scanner acts on: NUL ends a frame, '"' and '\' delimit strings, brackets
+// and braces nest. Everything else only counts toward the message size, so feed() finds
+// the next of these a block at a time instead of looking at every byte.
+constexpr std::array<bool, 256> kSpecial = [] {
+  std::array<bool, 256> t{};
+  for (unsigned char c : {'\0', '"', '\\', '[', ']', '{', '}'}) t[c] = true;
+  return t;
+}();
+
+#if defined(__SSE2__)
+// A bit per byte of data[0, 16) that may be special. (b | 0x20) folds '[' '\' ']' onto
+// '{' '|' '}' and '"' stays '"'; '|' and 0x02 come along as false positives that the
+// scalar switch ignores. NUL needs its own compare (0x00 | 0x20 is a space).
+inline uint32_t special_mask(const char* data) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data));
+  const __m128i t = _mm_or_si128(b, _mm_set1_epi8(0x20));
+  __m128i m = _mm_cmpeq_epi8(t, _mm_set1_epi8('{'));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(t, _mm_set1_epi8('}')));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(t, _mm_set1_epi8('|')));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(t, _mm_set1_epi8('"')));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(b, _mm_setzero_si128()));
+  return static_cast<uint32_t>(_mm_movemask_epi8(m));
+}
+#endif
+
+}  // namespace
+
 std::expected<void, FrameError> Framer::feed(const char* data, std::size_t len) {
   if (error_) return std::unexpected(*error_);
 
   // Scan the caller's bytes before copying any: if a limit breaks, only the complete
   // messages before the offending byte are kept, so a huge read without a NUL never makes
   // us allocate more than about max_message_bytes.
+  //
+  // Only the special bytes (kSpecial) are visited, in order. The bytes between two of them
+  // are counted in one step; since a message's size only grows between NULs, checking the
+  // limit at each visited byte and at the end catches a crossing before the next NUL could
+  // complete the message, as a byte-by-byte check would.
   std::size_t partial_len = end_ - complete_end_;
   std::size_t complete_len = 0;  // prefix of `data` that ends with its last NUL
   std::size_t depth = depth_;
   bool in_string = in_string_;
-  bool after_backslash = after_backslash_;
+  // Inside a string, the byte at this index follows an escaping '\' and is skipped
+  // (index 0 when the previous feed ended with the backslash).
+  std::size_t escaped_at = after_backslash_ ? 0 : SIZE_MAX;
+  std::size_t counted = 0;  // data[0, counted) is in partial_len (or ended a frame)
   std::optional<FrameError> broken;
+  const std::size_t max = limits_.max_message_bytes;
 
-  for (std::size_t i = 0; i < len; ++i) {
+  // Handles the special byte data[i]; false when it broke a limit.
+  auto visit = [&](std::size_t i) -> bool {
     const char c = data[i];
     if (c == '\0') {
+      partial_len += i - counted;
+      if (partial_len > max) {
+        broken = FrameError::message_too_large;
+        return false;
+      }
+      counted = i + 1;
       complete_len = i + 1;
       partial_len = 0;
       depth = 0;
       in_string = false;
-      after_backslash = false;
-      continue;
-    }
-    // Checked per byte, not at the NUL: a sender that never sends one is caught here.
-    if (++partial_len > limits_.max_message_bytes) {
-      broken = FrameError::message_too_large;
-      break;
+      escaped_at = SIZE_MAX;
+      return true;
     }
     if (in_string) {
       // Only \" and \\ matter for finding the string's end; skipping the byte after any
       // backslash handles both (and is harmless for \n, \uXXXX, ...).
-      if (after_backslash) {
-        after_backslash = false;
-      } else if (c == '\\') {
-        after_backslash = true;
+      if (i == escaped_at) return true;
+      if (c == '\\') {
+        escaped_at = i + 1;
       } else if (c == '"') {
         in_string = false;
       }
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
+      if (partial_len + (i + 1 - counted) > max) {  // the size is checked first, as per byte
+        broken = FrameError::message_too_large;
+        return false;
+      }
       if (++depth > limits_.max_depth) {
         broken = FrameError::too_deep;
-        break;
+        return false;
       }
     } else if ((c == ']' || c == '}') && depth > 0) {
       // A stray closer is invalid JSON for the codec to reject; clamping keeps the count a
       // bound on real nesting instead of letting "]]]]" buy room for deeper "[[[[".
       --depth;
     }
+    return true;
+  };
+
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 16 <= len && !broken; i += 16) {
+    for (uint32_t m = special_mask(data + i); m != 0; m &= m - 1) {
+      const std::size_t at = i + static_cast<std::size_t>(std::countr_zero(m));
+      if (kSpecial[static_cast<unsigned char>(data[at])] && !visit(at)) break;
+    }
+  }
+#endif
+  for (; i < len && !broken; ++i)
+    if (kSpecial[static_cast<unsigned char>(data[i])]) (void)visit(i);
+  if (!broken) {
+    partial_len += len - counted;
+    if (partial_len > max) broken = FrameError::message_too_large;
   }
 
   if (broken) {
@@ -112,7 +179,7 @@ std::expected<void, FrameError> Framer::feed(const char* data, std::size_t len) 
   append(data, len, complete_len);
   depth_ = depth;
   in_string_ = in_string;
-  after_backslash_ = after_backslash;
+  after_backslash_ = in_string && escaped_at == len;
   return {};
 }
 

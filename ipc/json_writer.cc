@@ -1,16 +1,38 @@
 #include "ipc/json_writer.h"
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
+
+#include <array>
+#include <charconv>
+#include <cstring>
+
+#include "lib/quota.h"
 
 namespace budgetd::ipc {
 
-void append_json_string(std::string& out, std::string_view s) {
+namespace {
+
+// Bytes a JSON string cannot hold as they are: control characters, '"' and '\'.
+constexpr std::array<bool, 256> kNeedsEscape = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] = true;
+  t['"'] = t['\\'] = true;
+  return t;
+}();
+
+bool needs_escape(std::string_view s) {
+  for (char c : s)
+    if (kNeedsEscape[static_cast<unsigned char>(c)]) return true;
+  return false;
+}
+
+void append_escaped(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
   std::size_t run = 0;  // copy unescaped runs in one append
   for (std::size_t i = 0; i < s.size(); ++i) {
     auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    if (!kNeedsEscape[c]) continue;
     out.append(s.data() + run, i - run);
     run = i + 1;
     switch (c) {
@@ -19,24 +41,52 @@ void append_json_string(std::string& out, std::string_view s) {
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
-      default:
-        out += "\\u00";
-        out.push_back(kHex[c >> 4]);
-        out.push_back(kHex[c & 15]);
+      default: {
+        const char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+        out.append(u, sizeof u);
+      }
     }
   }
   out.append(s.data() + run, s.size() - run);
+}
+
+// Strings up to this size that need no escape are assembled on the stack.
+constexpr std::size_t kShort = 120;
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view s) {
+  if (s.size() <= kShort && !needs_escape(s)) {
+    char buf[kShort + 2];
+    buf[0] = '"';
+    std::memcpy(buf + 1, s.data(), s.size());
+    buf[s.size() + 1] = '"';
+    out.append(buf, s.size() + 2);
+    return;
+  }
+  out.push_back('"');
+  append_escaped(out, s);
   out.push_back('"');
 }
 
-void JsonWriter::sep() {
-  if (need_comma_) out_.push_back(',');
+void JsonWriter::value(std::string_view s) {
+  if (need_comma_) {
+    // One append for the comma and the value.
+    char buf[64];
+    if (s.size() < sizeof buf) {
+      buf[0] = ',';
+      std::memcpy(buf + 1, s.data(), s.size());
+      out_.append(buf, s.size() + 1);
+      return;
+    }
+    out_.push_back(',');
+  }
   need_comma_ = true;
+  out_.append(s);
 }
 
 JsonWriter& JsonWriter::begin_object() {
-  sep();
-  out_.push_back('{');
+  value("{");
   need_comma_ = false;
   return *this;
 }
@@ -46,8 +96,7 @@ JsonWriter& JsonWriter::end_object() {
   return *this;
 }
 JsonWriter& JsonWriter::begin_array() {
-  sep();
-  out_.push_back('[');
+  value("[");
   need_comma_ = false;
   return *this;
 }
@@ -57,46 +106,104 @@ JsonWriter& JsonWriter::end_array() {
   return *this;
 }
 JsonWriter& JsonWriter::key(std::string_view k) {
-  sep();
-  append_json_string(out_, k);
-  out_.push_back(':');
+  // Keys are the method handlers' own names: short, and never in need of an escape.
+  if (k.size() <= kShort && !needs_escape(k)) {
+    char buf[kShort + 4];
+    char* p = buf;
+    if (need_comma_) *p++ = ',';
+    *p++ = '"';
+    std::memcpy(p, k.data(), k.size());
+    p += k.size();
+    *p++ = '"';
+    *p++ = ':';
+    out_.append(buf, static_cast<std::size_t>(p - buf));
+  } else {
+    if (need_comma_) out_.push_back(',');
+    append_json_string(out_, k);
+    out_.push_back(':');
+  }
   need_comma_ = false;
   return *this;
 }
 JsonWriter& JsonWriter::str(std::string_view v) {
-  sep();
+  if (need_comma_) out_.push_back(',');
+  need_comma_ = true;
   append_json_string(out_, v);
   return *this;
 }
 JsonWriter& JsonWriter::u64(uint64_t v) {
-  sep();
-  fmt::format_to(std::back_inserter(out_), "{}", v);
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  value(std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)));
   return *this;
 }
 JsonWriter& JsonWriter::i64(int64_t v) {
-  sep();
-  fmt::format_to(std::back_inserter(out_), "{}", v);
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  value(std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)));
   return *this;
 }
 JsonWriter& JsonWriter::boolean(bool v) {
-  sep();
-  out_ += v ? "true" : "false";
+  value(v ? "true" : "false");
   return *this;
 }
 JsonWriter& JsonWriter::dbl(double v) {
-  sep();
-  fmt::format_to(std::back_inserter(out_), "{}", v);
+  // fmt's shortest round-trip text, as fmt::format("{}", v), formatted at compile time.
+  char buf[40];
+  auto r = fmt::format_to_n(buf, sizeof buf, FMT_COMPILE("{}"), v);
+  value(std::string_view(buf, std::min(r.size, sizeof buf)));
   return *this;
 }
 JsonWriter& JsonWriter::null() {
-  sep();
-  out_ += "null";
+  value("null");
   return *this;
 }
 JsonWriter& JsonWriter::raw(std::string_view json) {
-  sep();
-  out_ += json;
+  value(json);
   return *this;
+}
+
+JsonWriter& JsonWriter::decimal(Decimal v) {
+  // Decimal::to_string divides 128-bit integers digit by digit; amounts that fit 64 bits
+  // (up to about 1.8e7 units at 12 decimals) take two 64-bit divisions here instead.
+  const __int128 raw = v.raw();
+  const unsigned __int128 mag =
+      raw < 0 ? -static_cast<unsigned __int128>(raw) : static_cast<unsigned __int128>(raw);
+  if (mag > UINT64_MAX) return str(v.to_string());
+  constexpr uint64_t kOne = static_cast<uint64_t>(Decimal::kOne);
+  const auto m = static_cast<uint64_t>(mag);
+  const uint64_t whole = m / kOne;
+  uint64_t frac = m % kOne;
+  char buf[48];
+  char* p = buf;
+  *p++ = '"';
+  if (raw < 0) *p++ = '-';
+  p = std::to_chars(p, buf + sizeof buf, whole).ptr;
+  if (frac != 0) {
+    int digits = Decimal::kScale;
+    while (frac % 10 == 0) {  // trailing zeros are not written
+      frac /= 10;
+      --digits;
+    }
+    *p++ = '.';
+    char* end = p + digits;
+    for (char* q = end; q != p;) {
+      *--q = static_cast<char>('0' + frac % 10);
+      frac /= 10;
+    }
+    p = end;
+  }
+  *p++ = '"';
+  value(std::string_view(buf, static_cast<std::size_t>(p - buf)));
+  return *this;
+}
+
+JsonWriter& JsonWriter::limit(Decimal v) {
+  if (v == kUnlimitedAmount) {
+    value("\"unlimited\"");
+    return *this;
+  }
+  return decimal(v);
 }
 
 }  // namespace budgetd::ipc

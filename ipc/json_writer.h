@@ -1,5 +1,8 @@
 // A small streaming JSON writer for replies. Parsing is simdjson's job; writing is only
 // escaping and commas, and doing it by hand keeps the reply path free of a DOM.
+//
+// It is on the path of every reply, so each value is formatted on the stack and appended
+// to the output in one piece: no temporary strings, no per-character appends.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +30,11 @@ class JsonWriter {
   JsonWriter& dbl(double v);
   JsonWriter& null();
   // Decimal amounts travel as strings so no client parses money into a binary float.
-  JsonWriter& decimal(Decimal v) { return str(v.to_string()); }
+  // The text is Decimal::to_string()'s.
+  JsonWriter& decimal(Decimal v);
+  // A limit as the wire carries it: "unlimited", or the amount as a decimal string
+  // (lib/quota.h limit_text, without its temporary string).
+  JsonWriter& limit(Decimal v);
   // Inserts already-encoded JSON as one value.
   JsonWriter& raw(std::string_view json);
 
@@ -46,7 +53,8 @@ class JsonWriter {
   std::string& out() { return out_; }
 
  private:
-  void sep();
+  // Appends the separator the next value needs (a comma after an earlier value) and `s`.
+  void value(std::string_view s);
   std::string& out_;
   bool need_comma_ = false;
 };

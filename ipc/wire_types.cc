@@ -36,7 +36,7 @@ JsonWriter& write_violation(JsonWriter& w, const Refusal& r) {
 void write_consume_result(JsonWriter& w, const ConsumeResult& r) {
   w.field("status", consume_status_name(r.status));
   w.field("granted", r.granted);
-  w.field("remaining", limit_text(r.remaining));
+  w.key("remaining").limit(r.remaining);
   if (r.refusal) {
     w.key("violation").begin_object();
     write_violation(w, *r.refusal).end_object();
@@ -72,8 +72,8 @@ void write_event(JsonWriter& w, const Event& e) {
   if (!e.thread.empty()) w.field("thread", e.thread);
   if (!e.resource.empty()) {
     w.field("resource", e.resource);
-    w.field("used", limit_text(e.used));
-    w.field("limit", limit_text(e.limit));
+    w.key("used").limit(e.used);
+    w.key("limit").limit(e.limit);
   }
   if (e.percent) w.field("percent", e.percent);
   if (e.reason != Reason::none) w.field("reason", reason_name(e.reason));

@@ -1,6 +1,6 @@
 // Connections: peer credentials and operators, pipelined replies written per batch,
 // back-pressure on a client that does not read, malformed input closing the connection,
-// and destruction deferred to the close callback (the loop closes with
+// the durability barrier (held replies), and destruction deferred to the close callback (the loop closes with
 // uv_loop_close() == 0). No sleeps: the loop is driven until a condition, with a deadline.
 #include "daemon/connection.h"
 
@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -172,7 +173,10 @@ class TestHost : public ConnectionHost {
                                  std::string& out) override {
     max_pending = std::max(max_pending, c.pending_reply_bytes());
     ++dispatched;
-    return service.handle(message, engine, c.peer(), hooks, out);
+    auto outcome = service.handle(message, engine, c.peer(), hooks, out);
+    // After the handler wrote its reply, as a store asks once the change is made.
+    if (auto it = hold_at.find(dispatched); it != hold_at.end()) c.hold_output_until(it->second);
+    return outcome;
   }
   void after_batch(Connection&) override { ++batches; }
   void closed(Connection& c) override {
@@ -186,6 +190,7 @@ class TestHost : public ConnectionHost {
   ipc::Service service;
   NullHooks hooks;
   std::unique_ptr<Connection> conn;
+  std::map<int, uint64_t> hold_at;  // the n-th dispatched message holds until this seq
   std::size_t max_pending = 0;
   int dispatched = 0;
   int batches = 0;
@@ -415,6 +420,154 @@ TEST_F(ConnectionTest, PushedFramesAreWrittenAndASlowWatcherIsReported) {
     host_.conn->flush();
   }
   EXPECT_FALSE(accepted);
+}
+
+
+// ---- The durability barrier -----------------------------------------------------------
+
+// The replies of kGetInfo carry the vendor, those of kDescribe the description: a reply's
+// kind tells which call it answers, so the order is checked.
+std::string alternating(int n) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += (i % 2 == 0) ? kGetInfo : kDescribe;
+  return s;
+}
+
+void expect_alternating(const std::vector<std::string>& r) {
+  for (std::size_t i = 0; i < r.size(); ++i)
+    EXPECT_NE(r[i].find(i % 2 == 0 ? "\"vendor\"" : "\"description\""), std::string::npos)
+        << "reply " << i << " out of order";
+}
+
+TEST_F(ConnectionTest, AHeldReplyAndEverythingAfterItWaitForTheirSeq) {
+  host_.hold_at[2] = 5;
+  open();
+  send(alternating(3));
+  ASSERT_TRUE(run_until([&] { return host_.dispatched == 3 && replies().size() == 1; }));
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  receive();
+  EXPECT_EQ(replies().size(), 1u);  // the first reply was before the hold
+  EXPECT_GT(host_.conn->held_bytes(), 0u);
+  EXPECT_EQ(host_.conn->pending_reply_bytes(), host_.conn->held_bytes());
+
+  host_.conn->release_output(4);  // not durable yet
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  receive();
+  EXPECT_EQ(replies().size(), 1u);
+
+  host_.conn->release_output(5);
+  ASSERT_TRUE(run_until([&] { return replies().size() == 3; }));
+  expect_alternating(replies());
+  EXPECT_EQ(host_.conn->held_bytes(), 0u);
+  EXPECT_EQ(host_.conn->pending_reply_bytes(), 0u);
+}
+
+TEST_F(ConnectionTest, StackedHoldsReleaseRegionByRegionInOrder) {
+  host_.hold_at[2] = 10;
+  host_.hold_at[3] = 20;
+  open();
+  send(alternating(4));
+  ASSERT_TRUE(run_until([&] { return host_.dispatched == 4 && replies().size() == 1; }));
+
+  host_.conn->release_output(10);  // frees the second reply; the third waits for 20
+  ASSERT_TRUE(run_until([&] { return replies().size() == 2; }));
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  receive();
+  EXPECT_EQ(replies().size(), 2u);
+
+  host_.conn->release_output(25);
+  ASSERT_TRUE(run_until([&] { return replies().size() == 4; }));
+  expect_alternating(replies());
+}
+
+TEST_F(ConnectionTest, ALaterHoldWithASmallerSeqStillWaitsForTheEarlierOne) {
+  host_.hold_at[2] = 20;
+  host_.hold_at[3] = 10;
+  open();
+  send(alternating(4));
+  ASSERT_TRUE(run_until([&] { return host_.dispatched == 4 && replies().size() == 1; }));
+
+  host_.conn->release_output(10);  // the third reply is durable, but comes after the second
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  receive();
+  EXPECT_EQ(replies().size(), 1u);
+
+  host_.conn->release_output(20);
+  ASSERT_TRUE(run_until([&] { return replies().size() == 4; }));
+  expect_alternating(replies());
+}
+
+TEST_F(ConnectionTest, ASeqAlreadyReleasedIsNoHold) {
+  open();
+  host_.conn->release_output(7);
+  host_.hold_at[1] = 7;
+  host_.hold_at[2] = 3;
+  send(alternating(2));
+  ASSERT_TRUE(run_until([&] { return replies().size() == 2; }));
+  EXPECT_EQ(host_.conn->held_bytes(), 0u);
+}
+
+TEST_F(ConnectionTest, PushedFramesAfterAHoldWaitToo) {
+  open();
+  host_.conn->hold_output_until(3);
+  ASSERT_TRUE(host_.conn->push(std::string(R"({"continues":true,"parameters":{}})") + '\0'));
+  host_.conn->flush();
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  receive();
+  EXPECT_TRUE(replies().empty());
+  host_.conn->release_output(3);
+  ASSERT_TRUE(run_until([&] { return replies().size() == 1; }));
+}
+
+TEST_F(ConnectionTest, HeldRepliesCountAgainstTheBoundAndPauseReading) {
+  ConnectionLimits limits;
+  limits.max_pending_reply_bytes = 4096;
+  open(limits);
+  host_.hold_at[1] = 1;
+  constexpr int kCalls = 400;  // far more reply bytes than the bound
+  send(alternating(kCalls));
+  // The client reads everything it is sent: only the hold keeps the replies back.
+  ASSERT_TRUE(run_until([&] { return host_.conn->paused(); }));
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  receive();
+  EXPECT_TRUE(replies().empty());
+  EXPECT_LT(host_.dispatched, kCalls);
+  EXPECT_LE(host_.max_pending, limits.max_pending_reply_bytes + 2048);
+
+  host_.conn->release_output(1);
+  ASSERT_TRUE(run_until([&] { return replies().size() == static_cast<std::size_t>(kCalls); }));
+  expect_alternating(replies());
+  EXPECT_FALSE(host_.conn->paused());
+  EXPECT_LE(host_.max_pending, limits.max_pending_reply_bytes + 2048);
+}
+
+TEST_F(ConnectionTest, HalfCloseWithHeldRepliesWaitsForTheRelease) {
+  host_.hold_at[1] = 9;
+  open();
+  send(alternating(3));
+  ASSERT_EQ(shutdown(client_, SHUT_WR), 0);
+  ASSERT_TRUE(run_until([&] { return host_.dispatched == 3; }));
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  receive();
+  EXPECT_TRUE(replies().empty());
+  EXPECT_EQ(host_.closed_count, 0);  // the held replies are still owed
+
+  host_.conn->release_output(9);
+  ASSERT_TRUE(run_until([&] { return eof_ && host_.closed_count == 1; }));
+  EXPECT_EQ(replies().size(), 3u);
+  expect_alternating(replies());
+}
+
+TEST_F(ConnectionTest, ClosingWithHeldRepliesDropsThemCleanly) {
+  host_.hold_at[1] = 4;
+  open();
+  send(alternating(2));
+  ASSERT_TRUE(run_until([&] { return host_.dispatched == 2; }));
+  host_.conn->close();
+  host_.conn->release_output(4);  // between close() and the close callback: nothing to write
+  ASSERT_TRUE(run_until([&] { return eof_ && host_.closed_count == 1; }));
+  EXPECT_TRUE(replies().empty());
+  EXPECT_EQ(host_.conn, nullptr);
 }
 
 }  // namespace

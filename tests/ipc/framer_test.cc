@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <random>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -348,6 +349,74 @@ TEST(FramerDepthLimit, NulInsideAStringEndsTheFrameAndResetsTheScanner) {
   for (const auto& [first, second] : cases) {
     expect_split_independent(frames({first, second}), Outcome{{first, second}, std::nullopt},
                              kDepth1);
+  }
+}
+
+// --- the block scanner against the byte-by-byte definition ------------------------------
+
+// The scanner as the framing rules define it, one byte at a time: what feed() must agree
+// with whatever the reads and whatever the block boundaries of its vectorized scan.
+Outcome reference_outcome(std::string_view stream, FramerLimits limits) {
+  Outcome out;
+  std::string partial;
+  std::size_t depth = 0;
+  bool in_string = false, after_backslash = false;
+  for (char c : stream) {
+    if (c == '\0') {
+      out.messages.push_back(partial);
+      partial.clear();
+      depth = 0;
+      in_string = after_backslash = false;
+      continue;
+    }
+    partial.push_back(c);
+    if (partial.size() > limits.max_message_bytes) {
+      out.error = FrameError::message_too_large;
+      return out;
+    }
+    if (in_string) {
+      if (after_backslash)
+        after_backslash = false;
+      else if (c == '\\')
+        after_backslash = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limits.max_depth) {
+        out.error = FrameError::too_deep;
+        return out;
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return out;
+}
+
+TEST(FramerScan, RandomStreamsAgreeWithTheByteByByteRules) {
+  // Special bytes, the block scan's false positives ('|', 0x02, which '"' and '\' fold
+  // onto) and filler, in runs long enough to cross 16-byte blocks.
+  const std::string alphabet = std::string("aaaaaaaa  \"\"\\\\[]{}|") + '\x02' + '\0';
+  std::mt19937_64 rng(42);
+  for (int round = 0; round < 3000; ++round) {
+    const std::size_t len = rng() % 300;
+    std::string stream;
+    for (std::size_t i = 0; i < len; ++i) {
+      // Long filler runs now and then, so whole blocks without a special byte occur.
+      if (rng() % 16 == 0) stream += std::string(rng() % 40, 'x');
+      stream.push_back(alphabet[rng() % alphabet.size()]);
+    }
+    FramerLimits limits;
+    limits.max_message_bytes = 1 + rng() % 120;
+    limits.max_depth = 1 + rng() % 6;
+    const Outcome expected = reference_outcome(stream, limits);
+    ASSERT_EQ(feed_whole(stream, limits), expected) << "round " << round;
+    std::vector<std::size_t> cuts;
+    for (std::size_t at = rng() % 40; at < stream.size(); at += 1 + rng() % 40) cuts.push_back(at);
+    ASSERT_EQ(feed_cut_at(stream, cuts, limits), expected) << "round " << round;
+    ASSERT_EQ(feed_byte_by_byte(stream, limits), expected) << "round " << round;
   }
 }
 
