@@ -2,7 +2,7 @@
 // (bench/echo_server.cc), over a Unix socket on this machine. See bench/README.md.
 //
 //   loadgen --socket PATH --mode MODE [-c CONNECTIONS] [-p PIPELINE] [-d SECONDS | -n REQUESTS]
-//           [--seed N] [--threads T] [--connect-timeout SECONDS] [--json]
+//           [--seed N] [--threads T] [--processes K] [--connect-timeout SECONDS] [--json]
 //
 // Each connection keeps PIPELINE calls in flight: it sends that many, and sends one more
 // for every reply (replies come in order, so a FIFO of send times gives each call's
@@ -30,6 +30,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -122,6 +123,7 @@ enum class Mode {
   consume,
   reserve_commit,
   check,
+  allocate,
   echo,
   redis_incrby,
   redis_evalsha
@@ -133,6 +135,7 @@ constexpr std::pair<std::string_view, Mode> kModes[] = {
     {"consume", Mode::consume},
     {"reserve-commit", Mode::reserve_commit},
     {"check", Mode::check},
+    {"allocate", Mode::allocate},
     {"echo", Mode::echo},
     {"redis-incrby", Mode::redis_incrby},
     {"redis-evalsha", Mode::redis_evalsha},
@@ -155,6 +158,7 @@ struct Options {
   uint64_t requests = 0;  // > 0: a fixed count of operations instead of a duration
   uint64_t seed = 1;
   int threads = 1;
+  uint64_t processes = 0;  // record: > 0 spreads the reports over this many process ids
   double connect_timeout = 5.0;
   double drain_timeout = 10.0;  // after the end, how long replies may still take
   bool json = false;
@@ -166,8 +170,8 @@ struct Options {
       to,
       "Usage: loadgen --socket PATH --mode MODE [options]\n"
       "\n"
-      "  --mode MODE            record, record-oneway, consume, reserve-commit, check (budgetd);\n"
-      "                         echo (bench/echo_server); redis-incrby, redis-evalsha "
+      "  --mode MODE            record, record-oneway, consume, reserve-commit, check, allocate\n"
+      "                         (budgetd); echo (bench/echo_server); redis-incrby, redis-evalsha "
       "(redis-server)\n"
       "  -c, --connections N    connections (default 1)\n"
       "  -p, --pipeline P       calls in flight per connection (default 1); record-oneway: calls\n"
@@ -176,6 +180,8 @@ struct Options {
       "  -n, --requests N       or run exactly N operations in total\n"
       "  --seed N               seed of the token amounts (default 1)\n"
       "  --threads T            event loops, connections spread over them (default 1)\n"
+      "  --processes K          record: report on K processes (lg-k0 .. lg-k<K-1>), picked at\n"
+      "                         random per call, instead of one per connection\n"
       "  --connect-timeout S    retry connecting while the socket is missing or refusing (default "
       "5)\n"
       "  --json                 print one JSON object instead of text\n");
@@ -249,6 +255,8 @@ Options parse_options(int argc, char** argv) {
       o.seed = parse_number<uint64_t>(name, value);
     } else if (name == "--threads") {
       o.threads = parse_number<int>(name, value);
+    } else if (name == "--processes") {
+      o.processes = parse_number<uint64_t>(name, value);
     } else if (name == "--connect-timeout") {
       o.connect_timeout = parse_seconds(name, value);
     } else {
@@ -263,6 +271,14 @@ Options parse_options(int argc, char** argv) {
     usage(2);
   }
   o.threads = std::min(o.threads, o.connections);
+  if (o.processes > 0 && o.mode != Mode::record) {
+    fmt::print(stderr, "loadgen: --processes is for --mode record\n");
+    usage(2);
+  }
+  if (o.processes > 100'000'000) {
+    fmt::print(stderr, "loadgen: --processes: at most 100000000\n");
+    usage(2);
+  }
   return o;
 }
 
@@ -394,6 +410,37 @@ class Control {
     return reply;
   }
 
+  // Many varlink calls, pipelined in windows (set-up and verification of up to millions of
+  // processes would take a round trip each otherwise). on_reply(i, reply) sees them in order.
+  template <class OnReply>
+  void pipelined(std::size_t n, const std::function<std::string(std::size_t)>& call,
+                 OnReply on_reply) {
+    constexpr std::size_t kWindow = 256;
+    std::size_t sent = 0, answered = 0;
+    while (answered < n) {
+      std::string batch;
+      while (sent < n && sent - answered < kWindow) {
+        batch += call(sent++);
+        batch.push_back('\0');
+      }
+      send_all(batch);
+      const std::size_t until = sent;
+      while (answered < until) {
+        auto nul = buf_.find('\0', off_);
+        if (nul == std::string::npos) {
+          buf_.erase(0, off_);
+          off_ = 0;
+          read_more();
+          continue;
+        }
+        on_reply(answered++, std::string_view(buf_).substr(off_, nul - off_));
+        off_ = nul + 1;
+      }
+    }
+    buf_.erase(0, off_);
+    off_ = 0;
+  }
+
   std::string redis(std::initializer_list<std::string_view> args) {
     send_all(resp_command(args));
     for (;;) {
@@ -433,6 +480,7 @@ class Control {
 
   int fd_;
   std::string buf_;
+  std::size_t off_ = 0;  // pipelined(): replies before this offset are consumed
 };
 
 // ---------------------------------------------------------------------------------------
@@ -445,6 +493,13 @@ struct Pending {
   uint32_t tokens_in;
   uint32_t tokens_out;
   Kind kind;
+  uint32_t process = 0;  // --processes: which one the report was about
+};
+
+// --processes: what the answered reports added to each process, for the final check.
+struct ProcessCounts {
+  std::vector<uint32_t> calls;
+  std::vector<uint64_t> tokens_in;
 };
 
 struct Conn {
@@ -477,11 +532,17 @@ uint64_t splitmix(uint64_t& s) {
 
 class Worker {
  public:
-  Worker(const Options& o, std::vector<Conn*> conns) : o_(o), conns_(std::move(conns)) {}
+  Worker(const Options& o, std::vector<Conn*> conns) : o_(o), conns_(std::move(conns)) {
+    if (o.processes > 0) {
+      counts.calls.assign(o.processes, 0);
+      counts.tokens_in.assign(o.processes, 0);
+    }
+  }
 
   void run();
 
   Histogram hist;
+  ProcessCounts counts;
   uint64_t ok = 0;
   uint64_t errors = 0;
   std::string first_error;
@@ -539,6 +600,17 @@ void Worker::append_request(Conn& c, int64_t now) {
   auto it = std::back_inserter(c.out);
   switch (o_.mode) {
     case Mode::record:
+      if (o_.processes > 0) {
+        const auto k = static_cast<uint32_t>(splitmix(c.rng) % o_.processes);
+        fmt::format_to(it,
+                       "{{\"method\":\"io.budgetd.Agent.RecordUsage\",\"parameters\":{{\"process\":"
+                       "\"lg-k{}\",\"llm_calls\":1,\"tokens_in\":{},\"tokens_out\":{}}}}}",
+                       k, tin, tout);
+        c.out.push_back('\0');
+        push(c, {now, tin, tout, Kind::op, k});
+        return;
+      }
+      [[fallthrough]];
     case Mode::record_oneway:
     case Mode::echo:
       fmt::format_to(
@@ -551,6 +623,15 @@ void Worker::append_request(Conn& c, int64_t now) {
         c.tokens_in_sum += tin;
       else
         push(c, {now, tin, tout, Kind::op});
+      return;
+    case Mode::allocate:
+      // A fresh logical process each time, with the default quota (as most agents get).
+      fmt::format_to(it,
+                     "{{\"method\":\"io.budgetd.Agent.Allocate\",\"parameters\":{{\"process\":"
+                     "\"lg-a{}-{}\"}}}}",
+                     c.id, c.issued);
+      c.out.push_back('\0');
+      push(c, {now, 0, 0, Kind::op});
       return;
     case Mode::reserve_commit:
       fmt::format_to(
@@ -699,6 +780,8 @@ void Worker::on_reply(Conn& c, std::string_view reply, int64_t now) {
           good = reply.find("\"within\":true") != std::string_view::npos;
         else if (o_.mode == Mode::record)
           good = reply.starts_with("{\"parameters\":{\"usage\":");
+        else if (o_.mode == Mode::allocate)
+          good = reply.find("\"allocated\":true") != std::string_view::npos;
         else if (o_.mode == Mode::redis_evalsha)
           good = resp_integer(reply).value_or(-1) >= 0;  // -1: the script refused
         else if (o_.mode == Mode::redis_incrby)
@@ -709,7 +792,12 @@ void Worker::on_reply(Conn& c, std::string_view reply, int64_t now) {
   if (!good) return error(fmt::format("connection {}: {}", c.id, reply));
   ++c.ok;
   ++ok;
-  if (o_.mode == Mode::record || o_.mode == Mode::reserve_commit) c.tokens_in_sum += p.tokens_in;
+  if (o_.processes > 0) {
+    ++counts.calls[p.process];
+    counts.tokens_in[p.process] += p.tokens_in;
+  } else if (o_.mode == Mode::record || o_.mode == Mode::reserve_commit) {
+    c.tokens_in_sum += p.tokens_in;
+  }
   hist.record(static_cast<uint64_t>(now - p.start));
   end = std::max(end, now);
 }
@@ -820,7 +908,41 @@ bool uses_processes(Mode m) {
 
 struct Setup {
   uint64_t scope_used_before = 0;
+  uint64_t tracked_before = 0;
 };
+
+uint64_t tracked_processes(Control& ctl) {
+  std::string r = ctl.must(R"({"method":"io.budgetd.Admin.Stats"})");
+  auto n = json_uint(r, "tracked_processes");
+  if (!n) Control::fail(fmt::format("Admin.Stats: no tracked_processes in {}", r));
+  return *n;
+}
+
+std::string process_call(std::string_view method, uint64_t k) {
+  return fmt::format(R"({{"method":"io.budgetd.Agent.{}","parameters":{{"process":"lg-k{}"}}}})",
+                     method, k);
+}
+
+// --processes: K fresh processes without limits, allocated pipelined.
+void allocate_processes(Control& ctl, uint64_t k) {
+  ctl.pipelined(k, [](std::size_t i) { return process_call("Release", i); },
+                [](std::size_t, std::string_view r) {
+                  if (varlink_error(r)) Control::fail(fmt::format("Release: {}", r));
+                });
+  ctl.pipelined(
+      k,
+      [](std::size_t i) {
+        return fmt::format(
+            R"({{"method":"io.budgetd.Agent.Allocate","parameters":{{"process":"lg-k{}","quota":{{)"
+            R"("max_llm_calls":"unlimited","max_tool_calls":"unlimited","max_tokens":"unlimited",)"
+            R"("timeout_seconds":"unlimited","soft_timeout_seconds":"unlimited"}}}}}})",
+            i);
+      },
+      [](std::size_t i, std::string_view r) {
+        if (r.find("\"allocated\":true") == std::string_view::npos)
+          Control::fail(fmt::format("Allocate lg-k{}: {}", i, r));
+      });
+}
 
 uint64_t scope_used(Control& ctl) {
   std::string r =
@@ -834,7 +956,9 @@ uint64_t scope_used(Control& ctl) {
 
 Setup set_up(const Options& o, Control& ctl, std::vector<Conn>& conns) {
   Setup s;
-  if (uses_processes(o.mode)) {
+  if (o.processes > 0) {
+    allocate_processes(ctl, o.processes);
+  } else if (uses_processes(o.mode)) {
     // A fresh process per connection, with no cumulative limit and no timeout: nothing is
     // ever refused, and the final count starts from zero.
     for (const Conn& c : conns) {
@@ -861,6 +985,7 @@ Setup set_up(const Options& o, Control& ctl, std::vector<Conn>& conns) {
           c.id));
     s.scope_used_before = scope_used(ctl);
   }
+  if (o.mode == Mode::allocate) s.tracked_before = tracked_processes(ctl);
   if (o.mode == Mode::redis_incrby)
     for (const Conn& c : conns) ctl.redis({"DEL", fmt::format("lg:{}", c.id)});
   std::string sha;
@@ -903,14 +1028,38 @@ Setup set_up(const Options& o, Control& ctl, std::vector<Conn>& conns) {
 // Checks the server's own counts against the replies. Returns a description of the first
 // mismatch, or "" when they agree; adds each unaccounted operation to errors.
 std::string verify(const Options& o, Control& ctl, const std::vector<Conn>& conns, const Setup& s,
-                   uint64_t total_ok, uint64_t& errors) {
+                   const ProcessCounts& counts, uint64_t total_ok, uint64_t& errors) {
   std::string why;
   auto mismatch = [&](uint64_t want, uint64_t got, std::string what) {
     if (want == got) return;
     errors += want > got ? want - got : got - want;
     if (why.empty()) why = std::move(what);
   };
+  if (o.processes > 0) {
+    // Every process holds exactly what the answered reports about it added.
+    ctl.pipelined(o.processes, [](std::size_t i) { return process_call("GetUsage", i); },
+                  [&](std::size_t i, std::string_view r) {
+                    auto calls = json_uint(r, "llm_calls").value_or(UINT64_MAX);
+                    auto tokens = json_uint(r, "tokens_in").value_or(UINT64_MAX);
+                    mismatch(counts.calls[i], calls,
+                             fmt::format("lg-k{}: {} calls answered, GetUsage says {}", i,
+                                         counts.calls[i], r));
+                    if (calls == counts.calls[i])
+                      mismatch(counts.tokens_in[i], tokens,
+                               fmt::format("lg-k{}: tokens_in {} sent, GetUsage says {}", i,
+                                           counts.tokens_in[i], r));
+                  });
+    ctl.pipelined(o.processes, [](std::size_t i) { return process_call("Release", i); },
+                  [](std::size_t, std::string_view) {});
+    return why;
+  }
   switch (o.mode) {
+    case Mode::allocate: {
+      const uint64_t grew = tracked_processes(ctl) - s.tracked_before;
+      mismatch(total_ok, grew,
+               fmt::format("{} processes allocated, tracked_processes grew by {}", total_ok, grew));
+      break;
+    }
     case Mode::record:
     case Mode::reserve_commit:
       for (const Conn& c : conns) {
@@ -1005,18 +1154,25 @@ int main(int argc, char** argv) {
     if (c.fd >= 0) close(c.fd);
 
   Histogram hist;
+  ProcessCounts counts;
+  counts.calls.assign(o.processes, 0);
+  counts.tokens_in.assign(o.processes, 0);
   uint64_t ok = 0, errors = 0;
   std::string first_error;
   int64_t start = workers[0].start, end = workers[0].end;
   for (const Worker& w : workers) {
     hist.merge(w.hist);
+    for (std::size_t i = 0; i < counts.calls.size(); ++i) {
+      counts.calls[i] += w.counts.calls[i];
+      counts.tokens_in[i] += w.counts.tokens_in[i];
+    }
     ok += w.ok;
     errors += w.errors;
     if (first_error.empty()) first_error = w.first_error;
     start = std::min(start, w.start);
     end = std::max(end, w.end);
   }
-  std::string mismatch = verify(o, ctl, conns, setup, ok, errors);
+  std::string mismatch = verify(o, ctl, conns, setup, counts, ok, errors);
   if (first_error.empty()) first_error = mismatch;
   const bool verified = mismatch.empty();
   const double elapsed = static_cast<double>(end - start) / 1e9;
@@ -1032,10 +1188,10 @@ int main(int argc, char** argv) {
           us(50), us(90), us(99), us(99.9), static_cast<double>(hist.max()) / 1000.0,
           hist.mean() / 1000.0);
     fmt::print(
-        R"({{"mode":"{}","connections":{},"pipeline":{},"threads":{},"seed":{},"elapsed_s":{:.3f},"ops":{},"errors":{},)"
+        R"({{"mode":"{}","connections":{},"pipeline":{},"threads":{},"processes":{},"seed":{},"elapsed_s":{:.3f},"ops":{},"errors":{},)"
         R"("ops_per_s":{:.0f},"latency_us":{},"verified":{},"first_error":{}}})"
         "\n",
-        mode_name(o.mode), o.connections, o.pipeline, o.threads, o.seed, elapsed, ok, errors, rate,
+        mode_name(o.mode), o.connections, o.pipeline, o.threads, o.processes, o.seed, elapsed, ok, errors, rate,
         lat, verified ? "true" : "false",
         first_error.empty() ? "null" : "\"" + json_escape(first_error) + "\"");
   } else {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark harness: runs bench/loadgen for one second each in the
-# record, record-oneway and consume modes (4 connections x 4 calls in flight) against a
-# test budgetd on a temporary socket, and fails unless every call was answered correctly
+# record, record-oneway and consume modes (4 connections x 4 calls in flight), record spread
+# over 100 processes (--processes), and 2000 allocations (allocate), against a test budgetd
+# on a temporary socket with its state in the temporary directory, and fails unless every call was answered correctly
 # and the daemon's own counts agree with the replies (loadgen checks both). No timing is
 # asserted: this only keeps the harness from rotting.
 #
@@ -36,6 +37,9 @@ fail() {
 cat >"$dir/budgetd.toml" <<EOF
 [socket]
 operator_group = "$(id -gn)"
+
+[store]
+state_dir = "$dir/state"
 EOF
 
 BUDGETD_LOG=stderr "$budgetd" --config "$dir/budgetd.toml" --socket "$dir/b.sock" 2>"$dir/budgetd.log" &
@@ -48,10 +52,14 @@ until [[ -S $dir/b.sock ]]; do
   sleep 0.01
 done
 
-for mode in record record-oneway consume; do
+runs=("record -d 1" "record-oneway -d 1" "consume -d 1" "record -d 1 --processes 100" "allocate -n 2000")
+for run in "${runs[@]}"; do
+  read -r mode args <<<"$run"
   # loadgen exits non-zero when a reply is an error or missing, or when the daemon's count
-  # (GetUsage, or the scope's usage) differs from what was answered.
-  if ! out=$("$loadgen" --socket "$dir/b.sock" --mode "$mode" -c 4 -p 4 -d 1 --seed 7 --json); then
+  # (GetUsage, the scope's usage, Admin.Stats' tracked processes) differs from what was
+  # answered.
+  # shellcheck disable=SC2086 # $args is the run's options, split on purpose
+  if ! out=$("$loadgen" --socket "$dir/b.sock" --mode "$mode" -c 4 -p 4 $args --seed 7 --json); then
     fail "$mode: loadgen failed: ${out:-no output}"
   fi
   [[ $out == *'"errors":0,'* ]] || fail "$mode: errors: $out"
@@ -59,6 +67,6 @@ for mode in record record-oneway consume; do
   if ! [[ $out =~ \"ops\":([0-9]+) ]] || ((BASH_REMATCH[1] == 0)); then
     fail "$mode: no operation completed: $out"
   fi
-  kill -0 "$pid" 2>/dev/null || fail "budgetd died during $mode"
-  echo "loadgen_smoke: $mode ok: $out"
+  kill -0 "$pid" 2>/dev/null || fail "budgetd died during $mode $args"
+  echo "loadgen_smoke: $mode $args ok: $out"
 done
