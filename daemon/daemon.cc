@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 
 #include "daemon/journal.h"
 #include "daemon/procfs.h"
@@ -37,6 +39,12 @@ constexpr int64_t kRefusalLogIntervalUsec = 1'000'000;
 
 }  // namespace
 
+std::string effective_state_dir(const Config& config, const Options& options) {
+  if (!options.state_dir_override.empty()) return options.state_dir_override;
+  if (!config.state_dir.empty()) return config.state_dir;
+  return default_state_dir();
+}
+
 std::string effective_socket_path(const Config& config, const Options& options) {
   if (!options.socket_override.empty()) return options.socket_override;
   if (!config.socket.path.empty()) return config.socket.path;
@@ -62,6 +70,7 @@ Manager::Manager(Config config, ResourceRegistry resources, Options options)
     s->data = this;
   }
   sample_usec_ = monotonic_usec();
+  guid_rng_.seed(std::random_device{}());
   apply_config(config_, true);
 }
 
@@ -226,6 +235,20 @@ void Manager::shutdown(std::string_view why) {
 
 void Manager::close_handles() {
   stopping_ = true;
+  if (store_) {
+    // What was acknowledged is on disk already; this makes the rest durable too, so a
+    // clean stop loses nothing, and releases the replies still waiting for the disk.
+    submit_changes();
+    store_->flush();
+    for (Connection* c : held_) c->release_output(store_->durable_seq());
+    held_.clear();
+    store_.reset();  // stops the writer and closes its async handle
+  }
+  if (store_handles_) {
+    store_handles_ = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&submit_check_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&store_retry_), nullptr);
+  }
   listener_.close();
   for (auto& [p, c] : connections_) c->close();
   process_watch_.close_all();
@@ -303,8 +326,25 @@ void Manager::refuse_connection(Connection& c, std::string_view why) {
 
 ipc::Service::Outcome Manager::dispatch(Connection& c, std::string_view message, std::string& out) {
   current_connection_ = &c;
+  call_durable_ = false;
+  const std::size_t before = out.size();
   auto outcome = service_.handle(message, engine_, c.peer(), *this, out);
   current_connection_ = nullptr;
+  // In "ack", any call that changed durable state (an allocation, a limit, a ledger
+  // record) is answered once that change is on disk, not only usage reports.
+  if (store_ && !store_failed_ && config_.store.durability == StoreConfig::Durability::ack &&
+      (engine_.has_changes() || !pending_write_.ledger.empty()))
+    call_durable_ = true;
+  if (call_durable_) {
+    call_durable_ = false;
+    // Submitted now, not at the end of the loop iteration: the seq the reply waits for
+    // must be the batch that holds this call's change.
+    const uint64_t seq = submit_changes(true);
+    if (out.size() > before && !c.closing()) {  // a oneway call has no reply to hold
+      c.hold_output_until(seq);
+      if (std::find(held_.begin(), held_.end(), &c) == held_.end()) held_.push_back(&c);
+    }
+  }
   return outcome;
 }
 
@@ -317,6 +357,7 @@ void Manager::closed(Connection& c) {
     if (it != per_uid_.end() && --it->second == 0) per_uid_.erase(it);
   }
   if (c.watch) std::erase(watchers_, &c);
+  std::erase(held_, &c);
   connections_.erase(&c);  // frees c
 }
 
@@ -334,7 +375,10 @@ void Manager::drain_events() {
   std::vector<Event> events = engine_.take_events();
   for (const Event& e : events) {
     log_event(e);
-    if (e.kind == EventKind::released && !e.process.empty()) process_watch_.untrack(e.process);
+    if (e.kind == EventKind::released && !e.process.empty()) {
+      process_watch_.untrack(e.process);
+      if (store_ && parse_pid(e.process)) pending_write_.removed_start_times.push_back(e.process);
+    }
     if (e.action != Action::none && !e.process.empty()) carry_out(e);
     if (!watchers_.empty()) publish(e);
   }
@@ -387,7 +431,14 @@ void Manager::publish(const Event& e) {
 
 // ---- Processes ------------------------------------------------------------------------
 
-Result<void> Manager::track(std::string_view process) { return process_watch_.track(process); }
+Result<void> Manager::track(std::string_view process) {
+  auto r = process_watch_.track(process);
+  if (r && store_)
+    if (auto pid = parse_pid(process))
+      if (auto identity = process_identity(*pid))
+        pending_write_.start_times.emplace_back(std::string(process), *identity);
+  return r;
+}
 
 void Manager::on_process_exit(const std::string& id) {
   if (stopping_) return;
@@ -433,6 +484,19 @@ void Manager::write_stats(ipc::JsonWriter& w) {
   w.field("watchers", static_cast<uint64_t>(watchers_.size()));
   w.field("tracked_processes", static_cast<uint64_t>(engine_.process_count()));
   w.field("watched_pids", static_cast<uint64_t>(process_watch_.size()));
+  if (store_) {
+    StoreStats st = store_->stats();
+    w.key("store").begin_object();
+    w.field("durability", durability_name(config_.store.durability));
+    w.field("path", store_->path());
+    w.field("durable_seq", store_->durable_seq());
+    w.field("transactions", st.transactions);
+    w.field("failed_batches", st.failed_batches);
+    w.field("ledger_records_written", st.ledger_records_written);
+    w.field("failing", store_failed_);
+    w.field("remembered_replies", static_cast<uint64_t>(replies_.size()));
+    w.end_object();
+  }
 }
 
 std::string Manager::status_text() {
@@ -446,6 +510,215 @@ std::string Manager::status_text() {
   }
   return fmt::format("{} processes tracked, {:.0f} calls/s", engine_.process_count(),
                      calls_per_second_);
+}
+
+}  // namespace budgetd::daemon
+
+namespace budgetd::daemon {
+
+// ---- The store --------------------------------------------------------------------------
+
+namespace {
+Durability store_durability(StoreConfig::Durability d) {
+  switch (d) {
+    case StoreConfig::Durability::ack: return Durability::ack;
+    case StoreConfig::Durability::batch: return Durability::batch;
+    case StoreConfig::Durability::none: return Durability::none;
+  }
+  return Durability::ack;
+}
+// While the store fails, the queued writes are retried this often.
+constexpr uint64_t kStoreRetryMs = 500;
+}  // namespace
+
+std::expected<void, std::string> Manager::open_store() {
+  StoreOptions so;
+  so.dir = effective_state_dir(config_, options_);
+  so.durability = store_durability(config_.store.durability);
+  so.batch_window = std::chrono::milliseconds(config_.store.batch_window_ms);
+  so.retention_days = config_.store.retention_days;
+  so.loop = &loop_.loop;
+  auto opened = Store::open(so);
+  if (!opened) return std::unexpected("cannot open the state store: " + opened.error().message());
+  auto loaded = (*opened)->load();
+  if (!loaded) return std::unexpected("cannot load the state store: " + loaded.error().message());
+  // All or nothing: on an error the engine is as the configuration made it, and we stop.
+  if (auto r = engine_.import_state(loaded->state); !r)
+    return std::unexpected(fmt::format("the state in {} cannot be restored: {}", (*opened)->path(),
+                                       r.error().message()));
+  store_ = std::move(*opened);
+  store_->set_commit_callback([this](uint64_t seq, const StoreError* e) { on_commit(seq, e); });
+  // The file's templates and rate limits win over stored copies of them (the operator
+  // edited the file while budgetd was down); limits set live on scopes stay as stored.
+  for (const auto& t : config_.templates) (void)engine_.set_template(t);
+  RateLimiter& rl = engine_.rate_limiter();
+  for (const auto& [user, c] : config_.rate_limits.users) (void)rl.set_user_limits(user, c);
+  for (const auto& [endpoint, c] : config_.rate_limits.endpoints) (void)rl.set_endpoint_limits(endpoint, c);
+
+  const TimePoint horizon = engine_.now() - std::chrono::hours(config_.store.idempotency_retention_hours);
+  for (auto& e : loaded->idempotency) {
+    if (e.recorded_at < horizon) continue;
+    std::string k = reply_key(e.method, e.uid, e.key);
+    reply_order_.emplace_back(e.recorded_at, k);
+    replies_[std::move(k)] = Remembered{std::move(e.reply), e.recorded_at};
+  }
+  std::sort(reply_order_.begin(), reply_order_.end());
+  recover_processes(*loaded);
+
+  uv_check_init(&loop_.loop, &submit_check_);
+  submit_check_.data = this;
+  uv_check_start(&submit_check_, [](uv_check_t* h) {
+    auto* self = static_cast<Manager*>(h->data);
+    if (self->store_ && !self->stopping_) self->submit_changes();
+  });
+  uv_timer_init(&loop_.loop, &store_retry_);
+  store_retry_.data = this;
+  store_handles_ = true;
+
+  log_info("state: {} ({} processes, {} scopes, {} threads, {} holds restored; durability {})",
+           store_->path(), loaded->state.processes.size(), loaded->state.scopes.size(),
+           loaded->state.threads.size(), loaded->state.holds.size(),
+           durability_name(config_.store.durability));
+  // Timeouts that passed and resets missed while budgetd was down apply now, with events.
+  tick();
+  submit_changes();
+  return {};
+}
+
+void Manager::recover_processes(const LoadedState& loaded) {
+  std::unordered_map<std::string_view, uint64_t> identities;
+  for (const auto& [id, identity] : loaded.start_times) identities.emplace(id, identity);
+  for (const auto& p : loaded.state.processes) {
+    auto pid = parse_pid(p.id);
+    if (!pid) continue;  // a logical id has no OS process to check
+    auto stored = identities.find(p.id);
+    auto now = process_identity(*pid);
+    std::string why;
+    if (!now)
+      why = "the process is gone";
+    else if (stored == identities.end() || stored->second != *now)
+      why = "the pid now belongs to another process";
+    else if (auto r = process_watch_.track(p.id); !r)
+      why = "it cannot be watched: " + r.error().message();
+    if (why.empty()) continue;
+    log_info("process {}: released at recovery: {}", p.id, why);
+    LedgerRecord rec;
+    rec.kind = LedgerKind::audit;
+    rec.process = p.id;
+    rec.scope = p.scope;
+    rec.action = "release";
+    rec.detail = "recovery: " + why;
+    append(std::move(rec));
+    engine_.release(p.id);  // its `released` event carries the final usage
+    pending_write_.removed_start_times.push_back(p.id);
+  }
+}
+
+uint64_t Manager::submit_changes(bool force) {
+  StoreWrite w = std::move(pending_write_);
+  pending_write_ = StoreWrite{};
+  w.changes = engine_.take_changes();
+  // Memory only: the engine's state is not kept, only the ledger (for Usage reports).
+  if (config_.store.durability == StoreConfig::Durability::none) {
+    w.changes = EngineChanges{};
+    w.start_times.clear();
+    w.removed_start_times.clear();
+    w.idempotency.clear();
+  }
+  // A durable call submits even when it changed nothing (a replayed retry): its reply then
+  // waits for the batch that makes the first answer's change durable, if it is not yet.
+  if (w.empty() && !force) return store_->open_seq();
+  return store_->submit(std::move(w));
+}
+
+void Manager::on_commit(uint64_t seq, const StoreError* error) {
+  (void)seq;
+  if (error) {
+    if (!store_failed_)
+      log_error("state: a batch could not be written ({}): {}; durable calls fail with "
+                "io.budgetd.StorageFailed until it can",
+                store_errc_name(error->code), error->message);
+    store_failed_ = true;
+    store_error_ = error->message;
+    // Their replies were never acknowledged: the clients see the connection end and retry
+    // (with their idempotency keys) once the store works again.
+    for (Connection* c : std::vector<Connection*>(held_)) c->close();
+    held_.clear();
+    if (store_handles_)
+      uv_timer_start(&store_retry_, [](uv_timer_t* t) {
+        auto* self = static_cast<Manager*>(t->data);
+        if (self->store_ && self->store_failed_) self->store_->submit(StoreWrite{});
+      }, kStoreRetryMs, kStoreRetryMs);
+    return;
+  }
+  if (store_failed_) {
+    store_failed_ = false;
+    store_error_.clear();
+    log_info("state: writes succeed again");
+    if (store_handles_) uv_timer_stop(&store_retry_);
+  }
+  const uint64_t durable = store_->durable_seq();
+  std::erase_if(held_, [durable](Connection* c) {
+    c->release_output(durable);
+    return c->held_bytes() == 0;
+  });
+}
+
+Result<void> Manager::need_durable() {
+  if (!store_) return {};
+  if (store_failed_) return fail(Errc::invalid_state, "the state store cannot take writes: " + store_error_);
+  if (config_.store.durability == StoreConfig::Durability::ack) call_durable_ = true;
+  return {};
+}
+
+void Manager::append(LedgerRecord record) {
+  if (!store_) return;
+  if (record.id.empty()) {
+    std::array<uint8_t, 16> bytes;
+    for (std::size_t i = 0; i < bytes.size(); i += 8) {
+      uint64_t r = guid_rng_();
+      std::memcpy(bytes.data() + i, &r, 8);
+    }
+    record.id = format_guid(bytes);
+  }
+  if (record.recorded_at == TimePoint{}) record.recorded_at = engine_.now();
+  pending_write_.ledger.push_back(std::move(record));
+}
+
+std::string Manager::reply_key(std::string_view method, uint32_t uid, std::string_view key) {
+  return fmt::format("{}\n{}\n{}", method, uid, key);
+}
+
+std::optional<std::string> Manager::idempotent_reply(std::string_view method, uint32_t uid,
+                                                     std::string_view key) {
+  auto it = replies_.find(reply_key(method, uid, key));
+  if (it == replies_.end()) return std::nullopt;
+  const TimePoint horizon = engine_.now() - std::chrono::hours(config_.store.idempotency_retention_hours);
+  if (it->second.at < horizon) return std::nullopt;
+  return it->second.reply;
+}
+
+void Manager::remember_reply(std::string_view method, uint32_t uid, std::string_view key,
+                             std::string_view reply) {
+  if (!store_) return;
+  const TimePoint now = engine_.now();
+  std::string k = reply_key(method, uid, key);
+  auto [it, fresh] = replies_.insert_or_assign(k, Remembered{std::string(reply), now});
+  (void)it;
+  if (fresh) reply_order_.emplace_back(now, k);
+  pending_write_.idempotency.push_back(IdempotencyEntry{std::string(method), uid, std::string(key),
+                                                       std::string(reply), now});
+  forget_old_replies();
+}
+
+void Manager::forget_old_replies() {
+  const TimePoint horizon = engine_.now() - std::chrono::hours(config_.store.idempotency_retention_hours);
+  while (!reply_order_.empty() &&
+         (reply_order_.front().first < horizon || replies_.size() > kMaxRememberedReplies)) {
+    auto it = replies_.find(reply_order_.front().second);
+    if (it != replies_.end() && it->second.at == reply_order_.front().first) replies_.erase(it);
+    reply_order_.pop_front();
+  }
 }
 
 }  // namespace budgetd::daemon

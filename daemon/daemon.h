@@ -10,7 +10,10 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
+#include <expected>
 #include <memory>
+#include <random>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +27,7 @@
 #include "daemon/listener.h"
 #include "daemon/notify.h"
 #include "daemon/process_watch.h"
+#include "daemon/store.h"
 #include "daemon/timer.h"
 #include "ipc/service.h"
 #include "lib/engine.h"
@@ -33,7 +37,17 @@ namespace budgetd::daemon {
 struct Options {
   std::string config_path;      // "" = built-in defaults (nothing to reload)
   std::string socket_override;  // --socket: wins over the config's socket.path
+  std::string state_dir_override;  // --state-dir: wins over the config's store.state_dir
 };
+
+// The state directory the store will use: --state-dir, else the config's, else
+// default_state_dir().
+std::string effective_state_dir(const Config& config, const Options& options);
+
+// An idempotency key answered before is replayed for this long at most, and at most this
+// many keys are remembered (the oldest are forgotten first), so retries cannot grow memory
+// without bound.
+inline constexpr std::size_t kMaxRememberedReplies = 1'000'000;
 
 // The socket path the daemon will use: --socket, else the config's, else
 // default_socket_path().
@@ -48,6 +62,10 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
+  // Opens the store and restores what it holds (recovery): the engine's state, OS pids
+  // watched again (a pid that is gone or reused is released, never adopted), idempotency
+  // replies. Call once, before run(). An error names the database and the cause.
+  std::expected<void, std::string> open_store();
   // Listens, tells systemd READY=1, serves until SIGTERM/SIGINT (or shutdown()), closes
   // every handle and the loop. Returns the process exit code.
   int run();
@@ -65,6 +83,14 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   void write_stats(ipc::JsonWriter& w) override;
   bool is_descendant(int32_t pid, int32_t ancestor) override;
   Result<void> track(std::string_view process) override;
+  void append(LedgerRecord record) override;
+  std::optional<std::string> idempotent_reply(std::string_view method, uint32_t uid,
+                                              std::string_view key) override;
+  void remember_reply(std::string_view method, uint32_t uid, std::string_view key,
+                      std::string_view reply) override;
+  Result<void> need_durable() override;
+  const PriceTable& prices() override { return config_.prices; }
+  LedgerReader* ledger() override { return store_ ? &store_->ledger() : nullptr; }
 
   // ---- ConnectionHost -------------------------------------------------------------------
   ipc::Service::Outcome dispatch(Connection& c, std::string_view message,
@@ -93,6 +119,15 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   void close_handles();
   static void on_signal(uv_signal_t* s, int signum);
 
+  // ---- The store (durability) -----------------------------------------------------------
+  // What the engine and the calls changed since the last submit, handed to the store;
+  // returns the batch's seq.
+  uint64_t submit_changes(bool force = false);
+  void on_commit(uint64_t seq, const StoreError* error);
+  void recover_processes(const LoadedState& loaded);
+  void forget_old_replies();
+  static std::string reply_key(std::string_view method, uint32_t uid, std::string_view key);
+
   Loop loop_;
   MonotonicWallClock clock_;
   Config config_;
@@ -105,6 +140,23 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   DeadlineTimer timer_;
   Notifier notifier_;
   uv_signal_t sighup_{}, sigterm_{}, sigint_{};
+
+  std::unique_ptr<Store> store_;
+  StoreWrite pending_write_;     // ledger records, replies, pid identities for the next submit
+  bool call_durable_ = false;    // the call being dispatched needs its batch on disk (ack)
+  bool store_failed_ = false;    // the last batch failed: durable calls are refused
+  std::string store_error_;
+  std::vector<Connection*> held_;  // connections with replies waiting for the disk
+  uv_check_t submit_check_{};      // after each loop iteration: submit what it changed
+  uv_timer_t store_retry_{};       // while failed: retries the queued writes
+  bool store_handles_ = false;
+  struct Remembered {
+    std::string reply;
+    TimePoint at;
+  };
+  std::unordered_map<std::string, Remembered> replies_;
+  std::deque<std::pair<TimePoint, std::string>> reply_order_;
+  std::mt19937_64 guid_rng_;
 
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::size_t admitted_ = 0;

@@ -21,7 +21,8 @@ constexpr std::string_view kDefaultConfigPath = "/etc/budgetd/budgetd.toml";
 void usage(std::FILE* to) {
   fmt::print(
       to,
-      "Usage: budgetd [--config FILE] [--socket PATH] [--check-config FILE] [--version] [--help]\n"
+      "Usage: budgetd [--config FILE] [--socket PATH] [--state-dir DIR] [--check-config FILE]\n"
+      "               [--version] [--help]\n"
       "\n"
       "cgroups for LLM agents: per-process budgets for LLM calls, tools, tokens, money and\n"
       "time, served over a varlink Unix socket.\n"
@@ -29,6 +30,8 @@ void usage(std::FILE* to) {
       "  --config FILE        read the configuration from FILE (default: {},\n"
       "                       if it exists; else the built-in defaults)\n"
       "  --socket PATH        listen on PATH, whatever the configuration says\n"
+      "  --state-dir DIR      keep the durable state (budgetd.db) in DIR, whatever the\n"
+      "                       configuration says\n"
       "  --check-config FILE  check FILE, print each problem as FILE:LINE:COLUMN: message,\n"
       "                       exit 1 if there is any, else print \"FILE: ok\"\n"
       "  --version            print the version\n"
@@ -88,7 +91,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (take_value(argc, argv, i, "--config", options.config_path, missing) ||
-        take_value(argc, argv, i, "--socket", options.socket_override, missing)) {
+        take_value(argc, argv, i, "--socket", options.socket_override, missing) ||
+        take_value(argc, argv, i, "--state-dir", options.state_dir_override, missing)) {
     } else if (take_value(argc, argv, i, "--check-config", check, missing)) {
       have_check = true;
     } else {
@@ -119,5 +123,11 @@ int main(int argc, char** argv) {
     config = std::move(*loaded);
   }
   Manager manager(std::move(config), std::move(resources), std::move(options));
+  // Recovery before listening: a client never sees a half-restored state, and a store that
+  // cannot be used stops the start here with its reason.
+  if (auto r = manager.open_store(); !r) {
+    log_error("{}; not starting", r.error());
+    return 1;
+  }
   return manager.run();
 }

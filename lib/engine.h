@@ -369,6 +369,13 @@ class Engine {
   // forgets it. The daemon calls it after every loop batch: it costs what changed, not
   // what is tracked (every mutation marks its entity dirty once per batch).
   EngineChanges take_changes();
+  // Did anything change since the last take_changes()? Cheap: the daemon asks after every
+  // call, to hold the reply of a call that changed durable state until it is on disk.
+  bool has_changes() const {
+    return !dirty_.scopes.empty() || !dirty_.processes.empty() || !dirty_.released.empty() ||
+           !dirty_.threads.empty() || !dirty_.holds.empty() || !dirty_.templates.empty() ||
+           dirty_.counters || rate_limiter_.has_changes();
+  }
   // Restores an export into this engine, freshly constructed (its configuration applied;
   // shipped and configured templates and scopes may exist: a record overrides a scope's
   // usage, overrides, plan and tier). All or nothing: every record is checked first, and on

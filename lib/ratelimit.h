@@ -230,6 +230,7 @@ class RateLimiter {
   // Appends what changed since the last call (limits set or cleared, pairs recorded into
   // or dropped) to `out`, each key once, and forgets it.
   void take_changes(EngineChanges& out);
+  bool has_changes() const { return !dirty_limits_.empty() || !dirty_pairs_.empty(); }
   // Forgets what changed without reporting it (after an import: the store has it).
   void clear_changes();
 

@@ -108,6 +108,10 @@ void Daemon::write_config(std::string_view config_toml) {
     args.push_back("--socket");
     args.push_back(socket_);
   }
+  if (options_.pass_state_dir) {
+    args.push_back("--state-dir");
+    args.push_back(dir_ + "/state");
+  }
   for (const auto& a : options_.extra_args) args.push_back(a);
 
   std::vector<std::pair<std::string, std::string>> env_set = {{"BUDGETD_LOG", "stderr"}};

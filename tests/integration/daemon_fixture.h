@@ -10,7 +10,8 @@
 //
 // What the harness guarantees:
 // - The binary is BUDGETD_BINARY (a compile definition: $<TARGET_FILE:budgetd>), run as
-//   `budgetd --config DIR/budgetd.toml --socket DIR/io.budgetd [extra args]` with
+//   `budgetd --config DIR/budgetd.toml --socket DIR/io.budgetd --state-dir DIR/state
+//   [extra args]` with
 //   BUDGETD_LOG=stderr (unless options say otherwise); its stdout and stderr go to
 //   DIR/budgetd.log, which log() reads.
 // - start() returns once connect() on the socket succeeds (polled every few ms, with a
@@ -70,6 +71,9 @@ struct DaemonOptions {
   // Pass --socket DIR/io.budgetd (false: the config's or systemd's socket is used; the
   // readiness poll still connects to socket_path(), see socket_override).
   bool pass_socket = true;
+  // Pass --state-dir DIR/state, so each daemon keeps its durable state in its own temporary
+  // directory (false: the config's store.state_dir, or the default, is used).
+  bool pass_state_dir = true;
   // When non-empty, the socket start() waits for and client() connects to.
   std::string socket_override;
   // Wait for the socket to accept in start() (false: start() returns once the process runs).
