@@ -164,16 +164,24 @@ JsonWriter& JsonWriter::raw(std::string_view json) {
 }
 
 JsonWriter& JsonWriter::decimal(Decimal v) {
-  // Decimal::to_string divides 128-bit integers digit by digit; amounts that fit 64 bits
-  // (up to about 1.8e7 units at 12 decimals) take two 64-bit divisions here instead.
+  // Decimal::to_string divides 128-bit integers digit by digit. Here one division splits
+  // the whole units from the fraction (a 64-bit one when the amount fits, up to about 1.8e7
+  // units), and both halves are printed with 64-bit arithmetic; only whole parts past 2^64
+  // units take the slow way.
   const __int128 raw = v.raw();
   const unsigned __int128 mag =
       raw < 0 ? -static_cast<unsigned __int128>(raw) : static_cast<unsigned __int128>(raw);
-  if (mag > UINT64_MAX) return str(v.to_string());
   constexpr uint64_t kOne = static_cast<uint64_t>(Decimal::kOne);
-  const auto m = static_cast<uint64_t>(mag);
-  const uint64_t whole = m / kOne;
-  uint64_t frac = m % kOne;
+  uint64_t whole, frac;
+  if (mag <= UINT64_MAX) {
+    whole = static_cast<uint64_t>(mag) / kOne;
+    frac = static_cast<uint64_t>(mag) % kOne;
+  } else {
+    const unsigned __int128 w = mag / kOne;
+    if (w > UINT64_MAX) return str(v.to_string());
+    whole = static_cast<uint64_t>(w);
+    frac = static_cast<uint64_t>(mag - w * kOne);
+  }
   char buf[48];
   char* p = buf;
   *p++ = '"';
