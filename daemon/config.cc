@@ -57,8 +57,9 @@ constexpr std::array<std::string_view, 7> kScopeKeys = {"path",   "plan", "tier"
 constexpr std::array<std::string_view, 3> kRateLimitsKeys = {"default", "users", "endpoints"};
 constexpr std::array<std::string_view, 4> kRateLimitKeys = {
     "requests_per_minute", "requests_per_hour", "requests_per_day", "burst"};
-constexpr std::array<std::string_view, 5> kStoreKeys = {
-    "state_dir", "durability", "batch_window_ms", "retention_days", "idempotency_retention_hours"};
+constexpr std::array<std::string_view, 6> kStoreKeys = {
+    "state_dir", "durability", "batch_window_ms", "retention_days", "idempotency_retention_hours",
+    "max_size_mb"};
 constexpr std::array<std::string_view, 3> kDurabilityNames = {"ack", "batch", "none"};
 constexpr std::array<std::string_view, 3> kPricingKeys = {"resources", "models", "actions"};
 constexpr std::array<std::string_view, 3> kResourcePriceKeys = {"unit", "unit_size", "unit_cost"};
@@ -69,6 +70,7 @@ constexpr std::array<std::string_view, 2> kModelPriceKeys = {"input_per_1k", "ou
 constexpr int64_t kMaxBatchWindowMs = 1000;
 constexpr int64_t kMaxRetentionDays = 36500;
 constexpr int64_t kMaxIdempotencyHours = kMaxSeconds / 3600;
+constexpr int64_t kMaxStoreSizeMb = int64_t{1} << 30;  // a petabyte: "no cap" is 0
 // spdlog's level names, which the daemon passes to spdlog::level::from_str.
 constexpr std::array<std::string_view, 7> kLogLevels = {"trace", "debug",    "info", "warn",
                                                         "error", "critical", "off"};
@@ -774,6 +776,9 @@ void Parser::parse_store(const toml::table& t, Config& out) {
   if (const auto* n = t.get("idempotency_retention_hours"))
     if (auto v = integer(*n, "store.idempotency_retention_hours", 1, kMaxIdempotencyHours))
       out.store.idempotency_retention_hours = static_cast<uint32_t>(*v);
+  if (const auto* n = t.get("max_size_mb"))
+    if (auto v = integer(*n, "store.max_size_mb", 0, kMaxStoreSizeMb))
+      out.store.max_size_mb = static_cast<uint64_t>(*v);
 }
 
 // A resource's price: fields left out keep the shipped price's (or "count", 1 and, for a

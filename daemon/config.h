@@ -63,6 +63,9 @@ struct StoreConfig {
   uint32_t retention_days = 90;  // 1..36500
   // How long a retried idempotency key returns its first answer.
   uint32_t idempotency_retention_hours = 24;  // 1..87600 (ten years)
+  // A cap on the database file, in MiB (0: none). Past it, writes fail as on a full disk:
+  // durable calls answer io.budgetd.StorageFailed and reads keep working.
+  uint64_t max_size_mb = 0;
   friend bool operator==(const StoreConfig&, const StoreConfig&) = default;
 };
 std::string_view durability_name(StoreConfig::Durability d);

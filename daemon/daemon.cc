@@ -163,6 +163,16 @@ Result<void> Manager::reload() {
                     "configuration not reloaded (the running one is kept): " + why);
     } else {
       apply_config(*next, false);
+      if (store_) {
+        const StoreConfig& was = config_.store;
+        if (was.durability != next->store.durability || was.batch_window_ms != next->store.batch_window_ms ||
+            was.retention_days != next->store.retention_days ||
+            effective_state_dir(*next, options_) != effective_state_dir(config_, options_))
+          log_warning("config: store.state_dir, durability, batch_window_ms and retention_days take "
+                      "effect at the next start");
+        if (was.max_size_mb != next->store.max_size_mb)
+          store_->set_page_limit(next->store.max_size_mb * 1024 * 1024 / 4096);
+      }
       config_ = std::move(*next);
       log_info("reload: configuration applied; usage kept");
     }
@@ -547,6 +557,8 @@ std::expected<void, std::string> Manager::open_store() {
     return std::unexpected(fmt::format("the state in {} cannot be restored: {}", (*opened)->path(),
                                        r.error().message()));
   store_ = std::move(*opened);
+  // SQLite's default page size; the cap is a whole number of pages.
+  if (config_.store.max_size_mb > 0) store_->set_page_limit(config_.store.max_size_mb * 1024 * 1024 / 4096);
   store_->set_commit_callback([this](uint64_t seq, const StoreError* e) { on_commit(seq, e); });
   // The file's templates and rate limits win over stored copies of them (the operator
   // edited the file while budgetd was down); limits set live on scopes stay as stored.

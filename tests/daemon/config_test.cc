@@ -195,6 +195,7 @@ TEST(ConfigShipped, DocumentsEveryKey) {
                                    "batch_window_ms",
                                    "retention_days",
                                    "idempotency_retention_hours",
+                                   "max_size_mb",
                                    "unit",
                                    "unit_size",
                                    "unit_cost",
@@ -718,7 +719,10 @@ durability = "batch"
 batch_window_ms = 250
 retention_days = 7
 idempotency_retention_hours = 48
+max_size_mb = 512
 )");
+  EXPECT_EQ(c.store.max_size_mb, 512u);
+  EXPECT_EQ(parse_ok("").store.max_size_mb, 0u) << "no cap by default";
   EXPECT_EQ(c.state_dir, "/srv/budgetd");
   EXPECT_EQ(c.store.durability, StoreConfig::Durability::batch);
   EXPECT_EQ(c.store.batch_window_ms, 250u);

@@ -311,5 +311,45 @@ TEST_F(Durability, AnUnusableStateDirectoryStopsTheStart) {
   EXPECT_NE(d.log().find("not-a-directory"), std::string::npos) << d.log();
 }
 
+// A full disk (here: the database's size cap) fails the reports that need durability with
+// a named error and counts nothing; reads keep working, and writing resumes once there is
+// room again (the cap raised by a reload).
+TEST_F(Durability, AFullStoreRefusesDurableReportsAndKeepsServingReads) {
+  ASSERT_TRUE(d_.start(config() + "max_size_mb = 1\n"));
+  auto c = d_.client();
+  Json labels = Json::object();
+  for (int i = 0; i < 30; ++i) labels["l" + std::to_string(i)] = std::string(250, 'x');
+  bool full = false;
+  uint64_t counted = 0;
+  for (int i = 0; i < 20000 && !full; ++i) {
+    auto r = c.call("io.budgetd.Agent.RecordUsage", {{"process", "filler"}, {"tool_calls", 1}, {"labels", labels}});
+    if (!r) {
+      // The connection whose reply waited for the failed batch is closed: not acknowledged.
+      c = d_.client();
+      continue;
+    }
+    if (r->error) {
+      ASSERT_EQ(*r->error, "io.budgetd.StorageFailed") << r->message();
+      full = true;
+    } else {
+      ++counted;
+    }
+  }
+  ASSERT_TRUE(full) << "the 1 MiB cap was never reached";
+  // Reads keep working; a refused report counted nothing.
+  Json before = call_ok(c, "io.budgetd.Agent.GetUsage", {{"process", "filler"}});
+  call_err(c, "io.budgetd.Agent.RecordUsage", {{"process", "filler"}, {"tool_calls", 1}}, "io.budgetd.StorageFailed");
+  EXPECT_EQ(call_ok(c, "io.budgetd.Agent.GetUsage", {{"process", "filler"}})["usage"]["tool_calls"],
+            before["usage"]["tool_calls"]);
+  EXPECT_GE(before["usage"]["tool_calls"].get<uint64_t>(), counted);
+  // Room again: the queued writes go through and reports are accepted.
+  d_.write_config(config() + "max_size_mb = 0\n");
+  ASSERT_TRUE(d_.reload());
+  EXPECT_TRUE(wait_until([&] {
+    auto r = c.call("io.budgetd.Agent.RecordUsage", {{"process", "filler"}, {"tool_calls", 1}});
+    return r && !r->error;
+  }));
+}
+
 }  // namespace
 }  // namespace budgetd::integration
