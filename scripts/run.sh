@@ -39,6 +39,8 @@ Try, from another terminal:
 INFO
 if [[ -x $root/build/budgetctl ]]; then
   echo "  $root/build/budgetctl --socket $socket status"
+  echo "  $root/build/budgetctl --socket $socket call Agent.RecordUsage '{\"process\":\"env-1\",\"tokens_in\":500,\"labels\":{\"model\":\"gpt-4\"}}'"
+  echo "  $root/build/budgetctl --socket $socket usage summary $(date -u +%Y-%m-01) $(date -u +%Y-%m-%d) by=model"
 else
   echo "  $root/build/budgetctl --socket $socket status     (once budgetctl is built)"
 fi
