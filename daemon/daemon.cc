@@ -250,7 +250,7 @@ void Manager::close_handles() {
     // clean stop loses nothing, and releases the replies still waiting for the disk.
     submit_changes();
     store_->flush();
-    for (Connection* c : held_) c->release_output(store_->durable_seq());
+    for (Connection* c : held_) c->release_output(durable_epoch_);
     held_.clear();
     store_.reset();  // stops the writer and closes its async handle
   }
@@ -347,11 +347,11 @@ ipc::Service::Outcome Manager::dispatch(Connection& c, std::string_view message,
     call_durable_ = true;
   if (call_durable_) {
     call_durable_ = false;
-    // Submitted now, not at the end of the loop iteration: the seq the reply waits for
-    // must be the batch that holds this call's change.
-    const uint64_t seq = submit_changes(true);
+    // The change goes to the store with everything else this loop iteration changed (one
+    // submit per iteration, however many calls); the reply waits for that submission.
+    epoch_needed_ = true;
     if (out.size() > before && !c.closing()) {  // a oneway call has no reply to hold
-      c.hold_output_until(seq);
+      c.hold_output_until(next_epoch_);
       if (std::find(held_.begin(), held_.end(), &c) == held_.end()) held_.push_back(&c);
     }
   }
@@ -626,7 +626,7 @@ void Manager::recover_processes(const LoadedState& loaded) {
   }
 }
 
-uint64_t Manager::submit_changes(bool force) {
+void Manager::submit_changes() {
   StoreWrite w = std::move(pending_write_);
   pending_write_ = StoreWrite{};
   w.changes = engine_.take_changes();
@@ -637,10 +637,11 @@ uint64_t Manager::submit_changes(bool force) {
     w.removed_start_times.clear();
     w.idempotency.clear();
   }
-  // A durable call submits even when it changed nothing (a replayed retry): its reply then
-  // waits for the batch that makes the first answer's change durable, if it is not yet.
-  if (w.empty() && !force) return store_->open_seq();
-  return store_->submit(std::move(w));
+  // A held reply needs a submission even when its call changed nothing (a replayed
+  // retry): it then waits for the batch that makes the first answer durable, if not yet.
+  if (w.empty() && !epoch_needed_) return;
+  epoch_needed_ = false;
+  epochs_.emplace_back(next_epoch_++, store_->submit(std::move(w)));
 }
 
 void Manager::on_commit(uint64_t seq, const StoreError* error) {
@@ -669,9 +670,14 @@ void Manager::on_commit(uint64_t seq, const StoreError* error) {
     log_info("state: writes succeed again");
     if (store_handles_) uv_timer_stop(&store_retry_);
   }
+  // Replies wait for submissions (epochs); a submission is durable once its batch is.
   const uint64_t durable = store_->durable_seq();
-  std::erase_if(held_, [durable](Connection* c) {
-    c->release_output(durable);
+  while (!epochs_.empty() && epochs_.front().second <= durable) {
+    durable_epoch_ = epochs_.front().first;
+    epochs_.pop_front();
+  }
+  std::erase_if(held_, [this](Connection* c) {
+    c->release_output(durable_epoch_);
     return c->held_bytes() == 0;
   });
 }

@@ -120,9 +120,9 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   static void on_signal(uv_signal_t* s, int signum);
 
   // ---- The store (durability) -----------------------------------------------------------
-  // What the engine and the calls changed since the last submit, handed to the store;
-  // returns the batch's seq.
-  uint64_t submit_changes(bool force = false);
+  // What the engine and the calls changed since the last submit, handed to the store (at
+  // the end of every loop iteration, and before a stop).
+  void submit_changes();
   void on_commit(uint64_t seq, const StoreError* error);
   void recover_processes(const LoadedState& loaded);
   void forget_old_replies();
@@ -144,6 +144,12 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   std::unique_ptr<Store> store_;
   StoreWrite pending_write_;     // ledger records, replies, pid identities for the next submit
   bool call_durable_ = false;    // the call being dispatched needs its batch on disk (ack)
+  // Held replies wait for an epoch: the number of the submission that carries their change
+  // (one per loop iteration). epochs_ maps submitted epochs to store batch seqs.
+  uint64_t next_epoch_ = 1;
+  uint64_t durable_epoch_ = 0;
+  bool epoch_needed_ = false;
+  std::deque<std::pair<uint64_t, uint64_t>> epochs_;
   bool store_failed_ = false;    // the last batch failed: durable calls are refused
   std::string store_error_;
   std::vector<Connection*> held_;  // connections with replies waiting for the disk
