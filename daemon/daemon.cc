@@ -390,9 +390,26 @@ void Manager::drain_events() {
       if (store_ && parse_pid(e.process)) pending_write_.removed_start_times.push_back(e.process);
     }
     if (e.action != Action::none && !e.process.empty()) carry_out(e);
+    if (store_) ledger_outcome(e);
     if (!watchers_.empty()) publish(e);
   }
   for (Connection* w : watchers_) w->flush();
+}
+
+// Outcomes nobody called for (a hold that expired, a pending request nobody decided) are
+// ledger records too, so the ledger tells what happened to every reservation and request.
+void Manager::ledger_outcome(const Event& e) {
+  const bool expired_request = e.kind == EventKind::pending_decided && e.outcome == "expired";
+  if (e.kind != EventKind::reservation_expired && !expired_request) return;
+  LedgerRecord rec;
+  rec.kind = expired_request ? LedgerKind::consumption : LedgerKind::reservation;
+  rec.recorded_at = e.at;
+  rec.process = e.process;
+  rec.thread = e.thread;
+  rec.scope = e.path;
+  rec.action = "expired";
+  rec.detail = fmt::format("{}={}", expired_request ? "request_id" : "reservation_id", e.ref);
+  append(std::move(rec));
 }
 
 void Manager::carry_out(const Event& e) {

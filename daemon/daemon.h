@@ -113,6 +113,7 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   void tick();
   void drain_events();
   void carry_out(const Event& e);
+  void ledger_outcome(const Event& e);
   void publish(const Event& e);
   bool matches(const ipc::WatchFilter& f, const Event& e);
   std::string status_text();

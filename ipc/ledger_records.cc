@@ -73,9 +73,11 @@ void audit(CallContext& ctx) {
   Params& p = ctx.params;
   // The target, when the call names one, so an audit trail can be filtered like usage.
   if (p.has("process")) r.process = std::string(p.str_or("process", ""));
-  if (p.has("scope")) {
+  // Admin.SetLimits names its node "path"; the others "scope".
+  const std::string_view scope_param = p.has("scope") ? "scope" : "path";
+  if (p.has(scope_param)) {
     // Normalized ("org/team", as the engine and the ledger's scope filter spell paths).
-    std::string_view given = p.str_or("scope", "");
+    std::string_view given = p.str_or(scope_param, "");
     auto path = normalize_path(given);
     r.scope = path ? *path : std::string(given);
   }
