@@ -223,13 +223,28 @@ void consume(CallContext& ctx) {
   if (!t) return;
   ConsumeRequest req;
   req.target = std::move(*t);
-  req.resource = std::string(ctx.params.str("resource"));
-  req.amount = ctx.params.decimal("amount");
+  // Seed 001's action costs: an action on N words costs the configured tokens per 1000
+  // words, charged to `tokens` unless another resource is named.
+  std::string_view action = ctx.params.str_or("action", "");
+  if (action.empty()) {
+    req.resource = std::string(ctx.params.str("resource"));
+    req.amount = ctx.params.decimal("amount");
+  } else {
+    req.resource = std::string(ctx.params.str_or("resource", "tokens"));
+    uint64_t words = ctx.params.u64("words");
+    if (ctx.params.has("amount")) ctx.params.fail("amount");
+    if (ctx.params.ok()) {
+      auto tokens = ctx.hooks.prices().action_tokens(action, words);
+      if (!tokens) return ctx.reply.fail(tokens.error());
+      req.amount = Decimal::from_int(*tokens);
+    }
+  }
   req.allow_partial = ctx.params.bool_or("allow_partial", false);
   req.context = std::string(ctx.params.str_or("context", ""));
   std::string_view key = read_idempotency_key(ctx.params);
   auto labels = read_labels(ctx.params);
   if (!params_ok(ctx)) return;
+  if (!action.empty()) labels.emplace("action", action);
   if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
   auto r = ctx.engine.consume(req);
   if (!r) return ctx.reply.fail(r.error());

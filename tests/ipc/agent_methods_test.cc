@@ -361,6 +361,29 @@ TEST_F(AgentConsume, ApprovedDeniedPartial) {
   EXPECT_EQ(params_of(r)["remaining"], "0");
 }
 
+// Seed 001's action costs: translate is 5 tokens per 1000 words, rounded up.
+TEST_F(AgentConsume, AnActionOnWordsChargesItsTokens) {
+  ScopeUpdate u;
+  u.limits[res::tokens].hard = Decimal::from_int(100);
+  ASSERT_TRUE(h.engine.set_limits("words", u));
+  ASSERT_EQ(error_of(h.agent("Allocate", {{"process", "env-w"}, {"scope", "words"}})), "");
+  json r = h.agent("Consume", {{"process", "env-w"}, {"action", "translate"}, {"words", 2500}});
+  ASSERT_EQ(error_of(r), "") << r;
+  EXPECT_EQ(params_of(r)["status"], "APPROVED");
+  EXPECT_EQ(params_of(r)["granted"], "13") << "2500 words x 5 / 1000 = 12.5, a started token counts";
+  EXPECT_EQ(params_of(r)["remaining"], "87");
+  r = h.agent("Consume", {{"process", "env-w"}, {"action", "summarize"}, {"words", 1000}});
+  EXPECT_EQ(params_of(r)["granted"], "2");
+  // An action with an amount, or without words, changes nothing.
+  EXPECT_EQ(error_of(h.agent("Consume", {{"process", "env-w"}, {"action", "translate"}, {"words", 1}, {"amount", "1"}})),
+            "org.varlink.service.InvalidParameter");
+  EXPECT_EQ(error_of(h.agent("Consume", {{"process", "env-w"}, {"action", "translate"}})),
+            "org.varlink.service.InvalidParameter");
+  EXPECT_EQ(error_of(h.agent("Consume", {{"process", "env-w"}, {"action", "juggle"}, {"words", 10}})),
+            "io.budgetd.InvalidArgument");
+  EXPECT_EQ(params_of(h.agent("Consume", {{"process", "env-w"}, {"resource", "tokens"}, {"amount", "0"}}))["remaining"], "85");
+}
+
 TEST_F(AgentConsume, PendingAboveTheApprovalThreshold) {
   json r = h.agent(
       "Consume",
