@@ -434,31 +434,6 @@ void cleanup_expired(CallContext& ctx) {
   ctx.reply.ok().field("rate_limit_entries", static_cast<uint64_t>(dropped));
 }
 
-void reset(CallContext& ctx) {
-  auto scope = opt_str(ctx.params, "scope");
-  auto thread = opt_str(ctx.params, "thread");
-  auto process = opt_str(ctx.params, "process");
-  if (!params_ok(ctx)) return;
-  // Exactly one: the first one given names a call with none; a second one names itself.
-  const std::pair<std::string_view, bool> given[] = {{"scope", scope.has_value()},
-                                                     {"thread", thread.has_value()},
-                                                     {"process", process.has_value()}};
-  std::size_t count = 0;
-  for (auto [n, has] : given) {
-    if (has && ++count > 1) return ctx.reply.invalid_parameter(n);
-  }
-  if (count == 0) return ctx.reply.invalid_parameter("scope");
-  Result<void> r;
-  if (scope) {
-    r = ctx.engine.reset_scope(*scope);
-  } else if (thread) {
-    if (!ctx.engine.reset_thread(*thread)) r = fail(Errc::unknown_thread, std::string(*thread));
-  } else {
-    r = ctx.engine.reset_process(*process);
-  }
-  if (!r) return ctx.reply.fail(r.error());
-  ctx.reply.ok();
-}
 
 // ---- Views --------------------------------------------------------------------------------
 
@@ -571,6 +546,35 @@ void watch(CallContext& ctx) {
 
 }  // namespace
 
+void reset_usage(CallContext& ctx) {
+  auto scope = opt_str(ctx.params, "scope");
+  auto thread = opt_str(ctx.params, "thread");
+  auto process = opt_str(ctx.params, "process");
+  if (!params_ok(ctx)) return;
+  // Exactly one: the first one given names a call with none; a second one names itself.
+  const std::pair<std::string_view, bool> given[] = {{"scope", scope.has_value()},
+                                                     {"thread", thread.has_value()},
+                                                     {"process", process.has_value()}};
+  std::size_t count = 0;
+  for (auto [n, has] : given) {
+    if (has && ++count > 1) return ctx.reply.invalid_parameter(n);
+  }
+  if (count == 0) return ctx.reply.invalid_parameter("scope");
+  // A store that cannot take the audit record refuses the reset before it happens.
+  if (!durable_ok(ctx)) return;
+  Result<void> r;
+  if (scope) {
+    r = ctx.engine.reset_scope(*scope);
+  } else if (thread) {
+    if (!ctx.engine.reset_thread(*thread)) r = fail(Errc::unknown_thread, std::string(*thread));
+  } else {
+    r = ctx.engine.reset_process(*process);
+  }
+  if (!r) return ctx.reply.fail(r.error());
+  ctx.reply.ok();
+}
+
+
 void register_admin_methods(Service& s) {
   const std::pair<std::string_view, Handler> methods[] = {
       {"AdjustQuota", audited<adjust_quota>},
@@ -582,7 +586,7 @@ void register_admin_methods(Service& s) {
       {"GetRateLimitUsage", operator_only<get_rate_limit_usage>},
       {"ResetRateLimits", audited<reset_rate_limits>},
       {"CleanupExpired", audited<cleanup_expired>},
-      {"Reset", audited<reset>},
+      {"Reset", audited<reset_usage>},
       {"ListProcesses", operator_only<list_processes>},
       {"GetSystemUsage", operator_only<get_system_usage>},
       {"Stats", operator_only<stats>},

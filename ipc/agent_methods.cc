@@ -90,6 +90,25 @@ UsageReport read_report(Params& p) {
   return r;
 }
 
+std::string_view model_label(const std::map<std::string, std::string>& labels) {
+  auto it = labels.find("model");
+  return it == labels.end() ? std::string_view() : std::string_view(it->second);
+}
+
+// Prices a report for the ledger (tokens by the `model` label's price) and, when the report
+// has no explicit cost, makes the priced cost its charge, so max_cost budgets see it. On
+// nullopt the error reply is written.
+std::optional<PriceTable::Priced> price(CallContext& ctx, UsageReport& report,
+                                        const std::map<std::string, std::string>& labels) {
+  auto priced = ctx.hooks.prices().price_report(report, model_label(labels), ctx.engine.resources());
+  if (!priced) {
+    ctx.reply.fail(priced.error());
+    return std::nullopt;
+  }
+  if (report.cost.is_zero()) report.cost = priced->total_cost;
+  return std::move(*priced);
+}
+
 // Tracks a newly created OS-pid process with the daemon (pidfd); refuses it if that fails.
 bool track_new(CallContext& ctx, std::string_view pid) {
   if (!is_os_pid(pid)) return true;
@@ -151,13 +170,9 @@ void record_usage(CallContext& ctx) {
   std::string_view key = read_idempotency_key(ctx.params);
   auto labels = read_labels(ctx.params);
   if (!read_amounts(ctx, report.extra) || !params_ok(ctx)) return;
-  if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
-  auto model = labels.find("model");
-  auto priced = ctx.hooks.prices().price_report(report, model == labels.end() ? std::string_view() : model->second,
-                                                ctx.engine.resources());
-  if (!priced) return ctx.reply.fail(priced.error());
-  // Without an explicit cost the priced cost is what max_cost budgets are charged.
-  if (report.cost.is_zero()) report.cost = priced->total_cost;
+  if (!durable_ok(ctx) || replay_if_answered(ctx, key)) return;
+  auto priced = price(ctx, report, labels);
+  if (!priced) return;
   auto r = ctx.engine.record_usage(*pid, report, ctx.peer.uid);
   if (!r) return ctx.reply.fail(r.error());
   if (r->created && !track_new(ctx, *pid)) return;
@@ -245,7 +260,7 @@ void consume(CallContext& ctx) {
   auto labels = read_labels(ctx.params);
   if (!params_ok(ctx)) return;
   if (!action.empty()) labels.emplace("action", action);
-  if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
+  if (!durable_ok(ctx) || replay_if_answered(ctx, key)) return;
   auto r = ctx.engine.consume(req);
   if (!r) return ctx.reply.fail(r.error());
   LedgerRecord rec = ledger_record(ctx, LedgerKind::consumption);
@@ -298,12 +313,9 @@ void commit(CallContext& ctx) {
   std::string_view key = read_idempotency_key(ctx.params);
   auto labels = read_labels(ctx.params);
   if (!read_amounts(ctx, report.extra) || !params_ok(ctx)) return;
-  if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
-  auto model = labels.find("model");
-  auto priced = ctx.hooks.prices().price_report(report, model == labels.end() ? std::string_view() : model->second,
-                                                ctx.engine.resources());
-  if (!priced) return ctx.reply.fail(priced.error());
-  if (report.cost.is_zero()) report.cost = priced->total_cost;
+  if (!durable_ok(ctx) || replay_if_answered(ctx, key)) return;
+  auto priced = price(ctx, report, labels);
+  if (!priced) return;
   auto r = ctx.engine.commit(id, report);
   if (!r) return ctx.reply.fail(r.error());
   LedgerRecord rec = ledger_record(ctx, LedgerKind::commit);
@@ -367,16 +379,14 @@ void consume_thread(CallContext& ctx) {
   if (!params_ok(ctx)) return;
   if (!thread_allowed(ctx, thread, process))
     return (void)ctx.reply.error(err::kPermissionDenied).field("message", "may not use this thread");
-  if (replay_if_answered(ctx, key) || !durable_ok(ctx)) return;
+  if (!durable_ok(ctx) || replay_if_answered(ctx, key)) return;
   auto r = ctx.engine.consume(thread, prompt, completion, process);
   if (!r) return ctx.reply.fail(r.error());
   // Priced for the ledger (seed 003 per-model costs); a thread budget counts tokens only.
   UsageReport tokens;
   tokens.tokens_in = prompt;
   tokens.tokens_out = completion;
-  auto model = labels.find("model");
-  auto priced = ctx.hooks.prices().price_report(tokens, model == labels.end() ? std::string_view() : model->second,
-                                                ctx.engine.resources());
+  auto priced = ctx.hooks.prices().price_report(tokens, model_label(labels), ctx.engine.resources());
   LedgerRecord rec = ledger_record(ctx, LedgerKind::thread);
   rec.thread = std::string(thread);
   rec.process = r->process;

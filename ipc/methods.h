@@ -26,4 +26,7 @@ void write_event(JsonWriter& w, const Event& e);
 // and logical ids its uid created (the owner recorded at allocation).
 bool may_act_on(CallContext& ctx, std::string_view process);
 
+// Admin.Reset and Usage.Reset: zeroes the usage of exactly one of scope, process or thread.
+void reset_usage(CallContext& ctx);
+
 }  // namespace budgetd::ipc

@@ -566,7 +566,8 @@ TEST_F(UsageMethods, ResetRefusalsAreNotAudited) {
   ASSERT_TRUE(engine.consume("t-1", 7, 3));
   EXPECT_EQ(bad_parameter("Reset", json::object()), "scope");
   EXPECT_EQ(bad_parameter("Reset", {{"scope", "org"}, {"thread", "t-1"}}), "thread");
-  EXPECT_EQ(bad_parameter("Reset", {{"process", "1"}, {"thread", "t-1"}}), "thread");
+  // Checked in Admin.Reset's order (scope, thread, process): the second one given is named.
+  EXPECT_EQ(bad_parameter("Reset", {{"process", "1"}, {"thread", "t-1"}}), "process");
   EXPECT_EQ(bad_parameter("Reset", {{"thread", 5}}), "thread");
   EXPECT_EQ(error_of(usage("Reset", {{"thread", "nope"}})), "io.budgetd.ThreadNotFound");
   EXPECT_EQ(error_of(usage("Reset", {{"process", "nope"}})), "io.budgetd.ProcessNotFound");
