@@ -44,16 +44,20 @@ std::optional<int32_t> parse_pid(std::string_view id) {
   return static_cast<int32_t>(v);
 }
 
-std::optional<uint64_t> process_identity(int32_t pid) {
-  if (pid <= 0) return std::nullopt;
+namespace {
+
+// Field `n` (1-based, as proc(5) numbers them; n >= 3) of /proc/PID/stat as an integer.
+// Fields are counted after the last ')', since the command name (field 2) may itself
+// contain spaces and parentheses. nullopt when the process is gone.
+std::optional<int64_t> stat_field(int32_t pid, int n) {
+  if (pid <= 0 || n < 3) return std::nullopt;
   auto text = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
   if (!text) return std::nullopt;
   std::size_t close_paren = text->rfind(')');
   if (close_paren == std::string::npos) return std::nullopt;
-  // After ") " come fields 3 (state) onwards; starttime is field 22, the 20th of those.
   std::string_view rest = std::string_view(*text).substr(close_paren + 1);
   std::string_view field;
-  for (int n = 3; n <= 22; ++n) {
+  for (int f = 3; f <= n; ++f) {
     std::size_t b = rest.find_first_not_of(' ');
     if (b == std::string_view::npos) return std::nullopt;
     rest.remove_prefix(b);
@@ -61,35 +65,30 @@ std::optional<uint64_t> process_identity(int32_t pid) {
     field = rest.substr(0, e);
     rest.remove_prefix(e == std::string_view::npos ? rest.size() : e);
   }
-  uint64_t start = 0;
-  auto [ptr, ec] = std::from_chars(field.data(), field.data() + field.size(), start);
-  if (ec != std::errc() || ptr != field.data() + field.size()) return std::nullopt;
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(field.data(), field.data() + field.size(), v);
+  if (ec != std::errc() || ptr != field.data() + field.size() || v < 0) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+std::optional<uint64_t> process_identity(int32_t pid) {
+  auto start = stat_field(pid, 22);  // starttime, clock ticks after boot
+  if (!start) return std::nullopt;
   static const std::string boot_id = read_proc_file("/proc/sys/kernel/random/boot_id").value_or("");
   // FNV-1a over the boot id, then the start time's bytes.
   uint64_t h = 1469598103934665603ull;
   auto mix = [&h](unsigned char c) { h = (h ^ c) * 1099511628211ull; };
   for (char c : boot_id) mix(static_cast<unsigned char>(c));
-  for (int i = 0; i < 8; ++i) mix(static_cast<unsigned char>(start >> (8 * i)));
+  for (int i = 0; i < 8; ++i) mix(static_cast<unsigned char>(static_cast<uint64_t>(*start) >> (8 * i)));
   return h;
 }
 
 std::optional<int32_t> parent_pid(int32_t pid) {
-  if (pid <= 0) return std::nullopt;
-  auto text = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
-  if (!text) return std::nullopt;
-  // "PID (COMM) STATE PPID ..."
-  std::size_t close_paren = text->rfind(')');
-  if (close_paren == std::string::npos) return std::nullopt;
-  std::string_view rest = std::string_view(*text).substr(close_paren + 1);
-  // " S 1234 ..."
-  std::size_t i = 0;
-  while (i < rest.size() && rest[i] == ' ') ++i;
-  while (i < rest.size() && rest[i] != ' ') ++i;  // state
-  while (i < rest.size() && rest[i] == ' ') ++i;
-  int64_t ppid = -1;
-  auto [p, ec] = std::from_chars(rest.data() + i, rest.data() + rest.size(), ppid);
-  if (ec != std::errc() || ppid < 0 || ppid > INT32_MAX) return std::nullopt;
-  return static_cast<int32_t>(ppid);
+  auto ppid = stat_field(pid, 4);
+  if (!ppid || *ppid > INT32_MAX) return std::nullopt;
+  return static_cast<int32_t>(*ppid);
 }
 
 bool is_descendant(int32_t pid, int32_t ancestor) {
