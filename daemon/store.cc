@@ -137,8 +137,11 @@ Store::~Store() {
     async_->data = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(async_), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
   }
-  // Statements of the ledger reader go before its connection.
+  // Statements of the ledger reader go before its connection, and the read-only connection
+  // before the writer's: the last connection to close checkpoints the WAL into the database
+  // and removes it, which a read-only one cannot do. A clean stop leaves one file.
   ledger_.reset();
+  reader_.reset();
   writer_.reset();
 }
 

@@ -275,25 +275,33 @@ Result<void> Engine::import_state(const EngineState& s) {
     scopes.push_back(std::move(in));
   }
 
-  // Processes, ordered so that a delegating parent comes before its children.
+  // Processes, ordered so that a delegating parent comes before its children. A restart
+  // restores up to a million of these in well under a second: no string is built per
+  // process unless it is in error, and each distinct scope path is normalized once.
+  const bool had_processes = !index_.empty();
   std::unordered_map<std::string_view, std::size_t> process_at;
-  std::vector<std::string> process_paths(s.processes.size());
+  process_at.reserve(s.processes.size());
+  std::unordered_map<std::string_view, std::string> normalized;  // recorded path -> normalized
+  std::vector<const std::string*> process_paths(s.processes.size());
   for (std::size_t i = 0; i < s.processes.size(); ++i) {
     const ProcessRecord& p = s.processes[i];
-    const std::string where = "process " + p.id;
-    if (auto v = validate_id(p.id); !v) return std::unexpected(at(where, v.error()));
-    if (find_process(p.id) || !process_at.emplace(p.id, i).second)
-      return fail(Errc::already_exists, where + " twice");
-    auto path = path_of(p.scope, where);
-    if (!path) return std::unexpected(path.error());
-    process_paths[i] = std::move(*path);
+    if (auto v = validate_id(p.id); !v) return std::unexpected(at("process " + p.id, v.error()));
+    if ((had_processes && find_process(p.id)) || !process_at.emplace(p.id, i).second)
+      return fail(Errc::already_exists, "process " + p.id + " twice");
+    auto known = normalized.find(p.scope);
+    if (known == normalized.end()) {
+      auto path = path_of(p.scope, "process " + p.id);
+      if (!path) return std::unexpected(path.error());
+      known = normalized.emplace(p.scope, std::move(*path)).first;
+    }
+    process_paths[i] = &known->second;
   }
   std::vector<std::size_t> process_order;
   {
     std::unordered_map<std::size_t, std::vector<std::size_t>> children;
     for (std::size_t i = 0; i < s.processes.size(); ++i) {
       const ProcessRecord& p = s.processes[i];
-      if (p.parent.empty() || find_process(p.parent)) {
+      if (p.parent.empty() || (had_processes && find_process(p.parent))) {
         process_order.push_back(i);
         continue;
       }
@@ -308,7 +316,9 @@ Result<void> Engine::import_state(const EngineState& s) {
     if (process_order.size() != s.processes.size())
       return fail(Errc::invalid_argument, "processes delegate to each other in a cycle");
   }
-  auto process_known = [&](const std::string& id) { return find_process(id) || process_at.contains(id); };
+  auto process_known = [&](const std::string& id) {
+    return process_at.contains(id) || (had_processes && find_process(id));
+  };
 
   // Threads.
   std::unordered_map<std::string_view, std::string> thread_paths;
@@ -396,9 +406,12 @@ Result<void> Engine::import_state(const EngineState& s) {
       deadlines_.push({n.next_reset_at, DeadlineKind::scope_reset, 0, reinterpret_cast<uintptr_t>(&n)});
   }
 
+  index_.reserve(index_.size() + s.processes.size());
+  std::unordered_map<const std::string*, ScopeNode*> nodes;  // one lookup per distinct path
   for (std::size_t i : process_order) {
     const ProcessRecord& r = s.processes[i];
-    ScopeNode* node = find_or_create_scope(process_paths[i]).value();
+    ScopeNode*& node = nodes[process_paths[i]];
+    if (!node) node = find_or_create_scope(*process_paths[i]).value();
     std::shared_ptr<const ResourceQuota> quota = default_quota_;
     if (r.quota) {
       if (!last_custom_quota_ || *last_custom_quota_ != *r.quota)
@@ -492,8 +505,9 @@ Result<void> Engine::import_state(const EngineState& s) {
     if (!scope_paths.contains(path)) mark(*n);
   for (const auto& key : live_templates_)
     if (!template_keys.contains(key)) dirty_.templates.insert(key);
-  for (const auto& [id, index] : index_)
-    if (!process_at.contains(id)) mark(processes_[index]);
+  if (had_processes)
+    for (const auto& [id, index] : index_)
+      if (!process_at.contains(id)) mark(processes_[index]);
   for (auto& [id, t] : threads_)
     if (!thread_paths.contains(id)) mark_thread(id, t);
   for (const auto& [id, h] : holds_)

@@ -250,6 +250,9 @@ TEST_F(Durability, IdempotencyKeyHoldsAcrossARestart) {
     EXPECT_EQ(first, again) << "a retry returns the first reply unchanged";
   }
   ASSERT_TRUE(d_.stop());
+  // A clean stop checkpoints the WAL into the database: one file is left.
+  EXPECT_FALSE(fs::exists(state_dir() + "/budgetd.db-wal"));
+  EXPECT_TRUE(fs::exists(state_dir() + "/budgetd.db"));
   ASSERT_TRUE(d_.start(config()));
   auto c = d_.client();
   Json after = call_ok(c, "io.budgetd.Agent.RecordUsage",
