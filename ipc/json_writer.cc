@@ -147,11 +147,43 @@ JsonWriter& JsonWriter::boolean(bool v) {
   value(v ? "true" : "false");
   return *this;
 }
-JsonWriter& JsonWriter::dbl(double v) {
+char* format_double(char* p, double v) {
+  // Durations reach the wire as microseconds / 10^6 (lib/clock.h to_seconds_f). For such a
+  // value between 10^-3 and 10^9 the shortest round-trip text is its microsecond count with
+  // a decimal point and no trailing zeros: the spacing of doubles there is below 10^-6, so
+  // no other decimal of six or fewer fractional digits rounds to it, and fmt writes no
+  // exponent in that range. Printed with integer arithmetic, it skips fmt's search for the
+  // shortest digits; any other value is fmt's.
+  if (v >= 1e-3 && v < 1e9) {
+    const auto us = static_cast<uint64_t>(v * 1e6 + 0.5);
+    if (static_cast<double>(us) / 1e6 == v) {
+      uint64_t whole = us / 1'000'000, frac = us % 1'000'000;
+      p = std::to_chars(p, p + 20, whole).ptr;
+      if (frac != 0) {
+        int digits = 6;
+        while (frac % 10 == 0) {
+          frac /= 10;
+          --digits;
+        }
+        *p++ = '.';
+        for (char* q = p + digits; q != p;) {
+          *--q = static_cast<char>('0' + frac % 10);
+          frac /= 10;
+        }
+        p += digits;
+      }
+      return p;
+    }
+  }
   // fmt's shortest round-trip text, as fmt::format("{}", v), formatted at compile time.
-  char buf[40];
-  auto r = fmt::format_to_n(buf, sizeof buf, FMT_COMPILE("{}"), v);
-  value(std::string_view(buf, std::min(r.size, sizeof buf)));
+  auto r = fmt::format_to_n(p, kMaxDoubleText, FMT_COMPILE("{}"), v);
+  return p + std::min<std::size_t>(r.size, kMaxDoubleText);
+}
+
+JsonWriter& JsonWriter::dbl(double v) {
+  char buf[kMaxDoubleText];
+  char* end = format_double(buf, v);
+  value(std::string_view(buf, static_cast<std::size_t>(end - buf)));
   return *this;
 }
 JsonWriter& JsonWriter::null() {
@@ -163,7 +195,7 @@ JsonWriter& JsonWriter::raw(std::string_view json) {
   return *this;
 }
 
-JsonWriter& JsonWriter::decimal(Decimal v) {
+char* format_decimal(char* p, Decimal v) {
   // Decimal::to_string divides 128-bit integers digit by digit. Here one division splits
   // the whole units from the fraction (a 64-bit one when the amount fits, up to about 1.8e7
   // units), and both halves are printed with 64-bit arithmetic; only whole parts past 2^64
@@ -178,15 +210,20 @@ JsonWriter& JsonWriter::decimal(Decimal v) {
     frac = static_cast<uint64_t>(mag) % kOne;
   } else {
     const unsigned __int128 w = mag / kOne;
-    if (w > UINT64_MAX) return str(v.to_string());
+    if (w > UINT64_MAX) {
+      const std::string text = v.to_string();  // at most 41 bytes: fits with the quotes
+      *p++ = '"';
+      std::memcpy(p, text.data(), text.size());
+      p += text.size();
+      *p++ = '"';
+      return p;
+    }
     whole = static_cast<uint64_t>(w);
     frac = static_cast<uint64_t>(mag - w * kOne);
   }
-  char buf[48];
-  char* p = buf;
   *p++ = '"';
   if (raw < 0) *p++ = '-';
-  p = std::to_chars(p, buf + sizeof buf, whole).ptr;
+  p = std::to_chars(p, p + 20, whole).ptr;
   if (frac != 0) {
     int digits = Decimal::kScale;
     while (frac % 10 == 0) {  // trailing zeros are not written
@@ -202,7 +239,13 @@ JsonWriter& JsonWriter::decimal(Decimal v) {
     p = end;
   }
   *p++ = '"';
-  value(std::string_view(buf, static_cast<std::size_t>(p - buf)));
+  return p;
+}
+
+JsonWriter& JsonWriter::decimal(Decimal v) {
+  char buf[kMaxDecimalText];
+  char* end = format_decimal(buf, v);
+  value(std::string_view(buf, static_cast<std::size_t>(end - buf)));
   return *this;
 }
 

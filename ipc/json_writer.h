@@ -37,6 +37,9 @@ class JsonWriter {
   JsonWriter& limit(Decimal v);
   // Inserts already-encoded JSON as one value.
   JsonWriter& raw(std::string_view json);
+  // Inserts already-encoded members ("a":1,"b":2) into the object being written, as if
+  // each had been written by field().
+  JsonWriter& members(std::string_view json) { return raw(json); }
 
   // key + value shorthands.
   JsonWriter& field(std::string_view k, std::string_view v) { return key(k).str(v); }
@@ -61,5 +64,12 @@ class JsonWriter {
 
 // Appends `s` as a quoted JSON string.
 void append_json_string(std::string& out, std::string_view s);
+
+// The text of JsonWriter::decimal and JsonWriter::dbl written at `p`, for a reply assembled
+// in one buffer; each returns the end of what it wrote.
+inline constexpr std::size_t kMaxDecimalText = 48;  // quoted, sign, 27 + 12 digits, point
+inline constexpr std::size_t kMaxDoubleText = 40;
+char* format_decimal(char* p, Decimal v);
+char* format_double(char* p, double v);
 
 }  // namespace budgetd::ipc

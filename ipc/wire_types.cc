@@ -1,6 +1,8 @@
 #include "ipc/wire_types.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cstring>
 
 #include "ipc/errors.h"
 #include "ipc/methods.h"
@@ -14,18 +16,42 @@ JsonWriter& write_quota(JsonWriter& w, const ResourceQuota& q) {
   return w.end_object();
 }
 
+namespace {
+// Appends a string literal's bytes (without its NUL): a fixed-size copy the compiler inlines.
+template <std::size_t N>
+char* put(char* p, const char (&literal)[N]) {
+  std::memcpy(p, literal, N - 1);
+  return p + N - 1;
+}
+char* put(char* p, uint64_t v) { return std::to_chars(p, p + 20, v).ptr; }
+}  // namespace
+
 JsonWriter& write_usage(JsonWriter& w, const ResourceUsage& u, double elapsed_seconds) {
-  return w.begin_object()
-      .field("llm_calls", u.llm_calls)
-      .field("tool_calls", u.tool_calls)
-      .field("agent_hops", u.agent_hops)
-      .field("iterations", u.iterations)
-      .field("tokens_in", u.tokens_in)
-      .field("tokens_out", u.tokens_out)
-      .field("tokens", u.tokens())
-      .field("cost", u.cost)
-      .field("elapsed_seconds", elapsed_seconds)
-      .end_object();
+  // Every RecordUsage reply carries this object, so it is assembled in one stack buffer with
+  // its keys compiled in, and handed to the writer as one value: the same text as a field()
+  // per member, without a key's escape check and an append per member.
+  char buf[9 * 20 + kMaxDecimalText + kMaxDoubleText + 128];
+  char* p = buf;
+  p = put(p, "{\"llm_calls\":");
+  p = put(p, u.llm_calls);
+  p = put(p, ",\"tool_calls\":");
+  p = put(p, u.tool_calls);
+  p = put(p, ",\"agent_hops\":");
+  p = put(p, u.agent_hops);
+  p = put(p, ",\"iterations\":");
+  p = put(p, u.iterations);
+  p = put(p, ",\"tokens_in\":");
+  p = put(p, u.tokens_in);
+  p = put(p, ",\"tokens_out\":");
+  p = put(p, u.tokens_out);
+  p = put(p, ",\"tokens\":");
+  p = put(p, u.tokens());
+  p = put(p, ",\"cost\":");
+  p = format_decimal(p, u.cost);
+  p = put(p, ",\"elapsed_seconds\":");
+  p = format_double(p, elapsed_seconds);
+  *p++ = '}';
+  return w.raw(std::string_view(buf, static_cast<std::size_t>(p - buf)));
 }
 
 JsonWriter& write_violation(JsonWriter& w, const Refusal& r) {
@@ -34,9 +60,18 @@ JsonWriter& write_violation(JsonWriter& w, const Refusal& r) {
 }
 
 void write_consume_result(JsonWriter& w, const ConsumeResult& r) {
-  w.field("status", consume_status_name(r.status));
-  w.field("granted", r.granted);
-  w.key("remaining").limit(r.remaining);
+  // status, granted and remaining in one buffer, keys compiled in (every Consume reply).
+  char buf[3 * kMaxDecimalText + 64];
+  char* p = buf;
+  p = put(p, "\"status\":\"");
+  const std::string_view status = consume_status_name(r.status);  // upper-case letters
+  std::memcpy(p, status.data(), status.size());
+  p += status.size();
+  p = put(p, "\",\"granted\":");
+  p = format_decimal(p, r.granted);
+  p = put(p, ",\"remaining\":");
+  p = r.remaining == kUnlimitedAmount ? put(p, "\"unlimited\"") : format_decimal(p, r.remaining);
+  w.members(std::string_view(buf, static_cast<std::size_t>(p - buf)));
   if (r.refusal) {
     w.key("violation").begin_object();
     write_violation(w, *r.refusal).end_object();

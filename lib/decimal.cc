@@ -71,12 +71,22 @@ std::string Decimal::to_string() const {
 
 uint64_t Decimal::to_u64_floor() const {
   if (raw_ <= 0) return 0;
+  // Amounts below 2^64 raw (about 1.8e7 units: every count a report carries) divide in 64
+  // bits; a 128-bit division is a library call several times as long.
+  if (raw_ <= static_cast<__int128>(std::numeric_limits<uint64_t>::max()))
+    return static_cast<uint64_t>(raw_) / static_cast<uint64_t>(kOne);
   __int128 w = raw_ / kOne;
   return w > static_cast<__int128>(std::numeric_limits<uint64_t>::max()) ? std::numeric_limits<uint64_t>::max()
                                                                         : static_cast<uint64_t>(w);
 }
 
 uint64_t Decimal::to_u64_ceil() const {
+  if (raw_ <= 0) return 0;
+  if (raw_ <= static_cast<__int128>(std::numeric_limits<uint64_t>::max())) {
+    const auto r = static_cast<uint64_t>(raw_);
+    constexpr auto one = static_cast<uint64_t>(kOne);
+    return r / one + (r % one != 0);  // below 2^64 raw, so no clamp is needed
+  }
   uint64_t f = to_u64_floor();
   if (raw_ > 0 && raw_ % kOne != 0 && f != std::numeric_limits<uint64_t>::max()) ++f;
   return f;

@@ -39,7 +39,12 @@ class Decimal {
   constexpr __int128 raw() const { return raw_; }
   constexpr bool is_zero() const { return raw_ == 0; }
   constexpr bool is_negative() const { return raw_ < 0; }
-  constexpr bool is_integer() const { return raw_ % kOne == 0; }
+  constexpr bool is_integer() const {
+    // A 64-bit remainder for amounts below 2^64 raw; the 128-bit one is a library call.
+    if (raw_ >= 0 && raw_ <= static_cast<__int128>(~uint64_t{0}))
+      return static_cast<uint64_t>(raw_) % static_cast<uint64_t>(kOne) == 0;
+    return raw_ % kOne == 0;
+  }
   // Integer part, rounded toward zero, clamped to [0, UINT64_MAX].
   uint64_t to_u64_floor() const;
   // Rounded up to the next integer, clamped to [0, UINT64_MAX].

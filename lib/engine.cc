@@ -420,6 +420,10 @@ std::optional<Refusal> Engine::admit_process(const Process& p, const ChargeList&
 // its tokens divided by n, rounded up.
 std::optional<Refusal> Engine::per_call_caps(const ResourceQuota& q, const ChargeList& c,
                                              std::optional<uint64_t> context) const {
+  // Most quotas cap nothing per call: then there is nothing to divide.
+  if (q.max_input_tokens == kUnlimited && q.max_output_tokens == kUnlimited &&
+      q.max_context_tokens == kUnlimited)
+    return std::nullopt;
   uint64_t calls = std::max<uint64_t>(1, c.get(res::llm_calls).to_u64_floor());
   auto per_call = [calls](uint64_t v) { return v / calls + (v % calls != 0); };
   uint64_t in = c.get(res::tokens_in).to_u64_floor();
@@ -548,10 +552,13 @@ void Engine::charge_node(ScopeNode& n, const Resolved& r, ResourceId id, Decimal
                          std::vector<Violation>* out) {
   Slot& s = n.slot(id);
   s.used = s.used.saturating_add(amount);
-  uint8_t now_bits = crossed_bits(s.used, s.hard, s.soft);
+  // No limit on the slot: no bits to cross (what crossed_bits would answer), and most slots
+  // of most nodes have none.
+  uint8_t now_bits =
+      s.hard == kUnlimitedAmount && s.soft == kUnlimitedAmount ? 0 : crossed_bits(s.used, s.hard, s.soft);
   uint8_t fresh = now_bits & ~s.fired;
   s.fired = now_bits;
-  emit_crossings(fresh, n.path, r, id, s.used, s.hard, s.soft, n.reset, out);
+  if (fresh) emit_crossings(fresh, n.path, r, id, s.used, s.hard, s.soft, n.reset, out);
 }
 
 void Engine::rearm_process_fired(Process& p) {
@@ -589,10 +596,11 @@ void Engine::charge_process(Process& p, const ChargeList& c, std::vector<Violati
   static const std::string kProcessLevel;
   auto lim = [](uint64_t v) { return v == kUnlimited ? kUnlimitedAmount : Decimal::from_int(v); };
   auto check = [&](std::size_t slot, ResourceId id, Decimal used, Decimal limit) {
-    uint8_t now_bits = crossed_bits(used, limit, kUnlimitedAmount);
+    // An unlimited quota field crosses nothing (crossed_bits' answer, without the call).
+    uint8_t now_bits = limit == kUnlimitedAmount ? 0 : crossed_bits(used, limit, kUnlimitedAmount);
     uint8_t fresh = now_bits & ~p.fired[slot];
     p.fired[slot] = now_bits;
-    emit_crossings(fresh, kProcessLevel, r, id, used, limit, kUnlimitedAmount, ResetPeriod::never, out);
+    if (fresh) emit_crossings(fresh, kProcessLevel, r, id, used, limit, kUnlimitedAmount, ResetPeriod::never, out);
   };
   for (std::size_t i = 0; i < 4; ++i)
     check(i, kProcessLimits[i].id, Decimal::from_int(p.usage.*kProcessLimits[i].used), lim(q.*kProcessLimits[i].limit));

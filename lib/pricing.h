@@ -8,6 +8,7 @@
 // digits (every price of the seeds) is exact.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -117,7 +118,22 @@ class PriceTable {
   Result<uint64_t> action_tokens(std::string_view action, uint64_t words) const;
 
  private:
+  // The price of `resource` (nullptr: none). Built-in names are answered from builtin_.
+  const UnitPrice* find_price(std::string_view resource) const;
+  // price_report without extra charges, when every line prices without an error: returns
+  // false (and leaves `out` to be discarded) for anything the general path must decide.
+  bool price_counts(const UsageReport& report, const ModelPrice* model_price,
+                    const ResourceRegistry& resources, Priced& out) const;
+  // price_report's lines in general (extra charges merged, every error); adds the extra
+  // charges of `cost` to `given_cost`.
+  Result<void> price_lines(const UsageReport& report, std::string_view model,
+                           const ModelPrice* model_price, const ResourceRegistry& resources,
+                           Priced& out, Decimal& given_cost) const;
+
   std::map<std::string, UnitPrice, std::less<>> resources_;
+  // The prices of built-in resources again, indexed by ResourceId: a usage report's lines
+  // are priced without a string-keyed lookup. Kept in step by set_resource.
+  std::array<std::optional<UnitPrice>, res::kBuiltinCount> builtin_;
   std::map<std::string, ModelPrice, std::less<>> models_;
   std::map<std::string, Decimal, std::less<>> actions_;
 };

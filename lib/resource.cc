@@ -24,8 +24,14 @@ ResourceRegistry::ResourceRegistry() {
   }
 }
 
+std::optional<ResourceId> ResourceRegistry::builtin(std::string_view name) {
+  for (std::size_t i = 0; i < kBuiltinNames.size(); ++i)
+    if (kBuiltinNames[i] == name) return static_cast<ResourceId>(i);
+  return std::nullopt;
+}
+
 std::optional<ResourceId> ResourceRegistry::find(std::string_view name) const {
-  auto it = by_name_.find(std::string(name));
+  auto it = by_name_.find(name);
   if (it == by_name_.end()) return std::nullopt;
   return it->second;
 }
@@ -44,9 +50,10 @@ Result<ResourceId> ResourceRegistry::intern(std::string_view name) {
 Result<void> ChargeList::add(ResourceId id, Decimal amount) {
   for (std::size_t i = 0; i < size_; ++i) {
     if (items_[i].id == id) {
-      auto sum = items_[i].amount.checked_add(amount);
-      if (!sum) return std::unexpected(sum.error());
-      items_[i].amount = *sum;
+      __int128 sum;
+      if (__builtin_add_overflow(items_[i].amount.raw(), amount.raw(), &sum))
+        return fail(Errc::overflow, "decimal addition");  // Decimal::checked_add's error
+      items_[i].amount = Decimal::from_raw(sum);
       return {};
     }
   }

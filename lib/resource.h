@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,6 +50,9 @@ class ResourceRegistry {
   ResourceRegistry();
 
   std::optional<ResourceId> find(std::string_view name) const;
+  // The fixed id of a built-in name, without a registry (a price table keys its hot lines
+  // by these before any registry exists).
+  static std::optional<ResourceId> builtin(std::string_view name);
   // Finds or interns a custom resource name.
   Result<ResourceId> intern(std::string_view name);
   std::string_view name(ResourceId id) const { return names_[id]; }
@@ -57,8 +61,13 @@ class ResourceRegistry {
   static bool is_integer(ResourceId id) { return id <= res::tokens; }
 
  private:
+  // Transparent, so find() looks a string_view up without building a std::string.
+  struct NameHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   std::vector<std::string> names_;
-  std::unordered_map<std::string, ResourceId> by_name_;
+  std::unordered_map<std::string, ResourceId, NameHash, std::equal_to<>> by_name_;
 };
 
 // A set of (resource, amount) pairs for one admission or charge. Fixed capacity and no
@@ -74,6 +83,9 @@ class ChargeList {
 
   // Adds to an existing entry of the same resource. Errc::overflow or capacity errors.
   Result<void> add(ResourceId id, Decimal amount);
+  // Appends a resource known not to be listed yet, into a list known to have room (the
+  // fixed counters of a usage report, first into a fresh list): no search, no checks.
+  void append_new(ResourceId id, Decimal amount) { items_[size_++] = Charge{id, amount}; }
   const Charge* begin() const { return items_.data(); }
   const Charge* end() const { return items_.data() + size_; }
   std::size_t size() const { return size_; }

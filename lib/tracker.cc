@@ -201,10 +201,11 @@ Result<ChargeList> Engine::report_charges(const UsageReport& r) const {
   const std::pair<ResourceId, uint64_t> counts[] = {
       {res::llm_calls, r.llm_calls},   {res::tool_calls, r.tool_calls}, {res::agent_hops, r.agent_hops},
       {res::iterations, r.iterations}, {res::tokens_in, r.tokens_in},   {res::tokens_out, r.tokens_out}};
+  // Distinct ids into a fresh list with room for all seven: appended without a search.
   for (auto [id, v] : counts)
-    if (v) (void)c.add(id, Decimal::from_int(v));
+    if (v) c.append_new(id, Decimal::from_int(v));
   if (r.cost.is_negative()) return fail(Errc::negative_amount, "cost");
-  if (!r.cost.is_zero()) (void)c.add(res::cost, r.cost);
+  if (!r.cost.is_zero()) c.append_new(res::cost, r.cost);
   for (const auto& ch : r.extra) {
     if (ch.id >= resources_.size()) return fail(Errc::unknown_resource, std::to_string(ch.id));
     if (ch.amount.is_negative()) return fail(Errc::negative_amount, std::string(resources_.name(ch.id)));

@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "ipc/wire_types.h"
 #include "lib/quota.h"
 
 namespace budgetd::ipc {
@@ -56,6 +57,65 @@ TEST(JsonWriter, DoublesAreFmtsShortestText) {
     std::string out;
     JsonWriter(out).dbl(v);
     EXPECT_EQ(out, fmt::format("{}", v));
+  }
+}
+
+// Durations reach the wire as microseconds / 10^6 and take a fast path: its text must be
+// fmt's, across the range where it applies and at its edges.
+TEST(JsonWriter, MicrosecondDurationsAreFmtsShortestText) {
+  std::mt19937_64 rng(5);
+  std::vector<int64_t> micros = {0, 1, 999, 1000, 1001, 100000, 999999, 1000000, 1500000,
+                                 999999999999999, 1000000000000000, 1000000000000001};
+  for (int i = 0; i < 20000; ++i) micros.push_back(static_cast<int64_t>(rng() >> (rng() % 64)));
+  for (int64_t us : micros) {
+    const double v = static_cast<double>(us) / 1e6;
+    std::string out;
+    JsonWriter(out).dbl(v);
+    EXPECT_EQ(out, fmt::format("{}", v)) << us;
+  }
+}
+
+// write_usage and write_consume_result assemble their members in one buffer: the same text
+// as a field() per member.
+TEST(JsonWriter, UsageAndConsumeObjectsAreTheFieldsText) {
+  std::mt19937_64 rng(9);
+  for (int i = 0; i < 500; ++i) {
+    ResourceUsage u;
+    u.llm_calls = rng() >> (rng() % 64);
+    u.tool_calls = i % 2 ? 0 : rng();
+    u.agent_hops = rng() % 10;
+    u.iterations = rng() >> 40;
+    u.tokens_in = rng() >> (rng() % 64);
+    u.tokens_out = rng() >> (rng() % 64);
+    u.cost = Decimal::from_raw(static_cast<__int128>(rng() >> (rng() % 64)) * (i % 3 ? 1 : static_cast<__int128>(rng())));
+    const double elapsed = i % 5 ? static_cast<double>(rng() % 10000000000) / 1e6 : static_cast<double>(rng()) / 3.0;
+    std::string expected;
+    JsonWriter e(expected);
+    e.begin_array().u64(1).begin_object();
+    e.field("llm_calls", u.llm_calls).field("tool_calls", u.tool_calls).field("agent_hops", u.agent_hops);
+    e.field("iterations", u.iterations).field("tokens_in", u.tokens_in).field("tokens_out", u.tokens_out);
+    e.field("tokens", u.tokens()).field("cost", u.cost).field("elapsed_seconds", elapsed);
+    e.end_object().u64(2).end_array();
+    std::string out;
+    JsonWriter w(out);
+    write_usage(w.begin_array().u64(1), u, elapsed).u64(2).end_array();
+    EXPECT_EQ(out, expected);
+
+    ConsumeResult r;
+    r.status = static_cast<ConsumeStatus>(i % 3);  // not pending: that adds fields of its own
+    r.granted = Decimal::from_raw(static_cast<__int128>(rng() >> (rng() % 64)));
+    r.remaining = i % 4 == 0 ? kUnlimitedAmount : Decimal::from_raw(static_cast<__int128>(rng()) * (i % 2 ? 1 : 1000));
+    std::string want, got;
+    JsonWriter a(want);
+    a.begin_object().field("x", uint64_t{1});
+    a.field("status", consume_status_name(r.status)).field("granted", r.granted);
+    a.key("remaining").limit(r.remaining);
+    a.end_object();
+    JsonWriter b(got);
+    b.begin_object().field("x", uint64_t{1});
+    write_consume_result(b, r);
+    b.end_object();
+    EXPECT_EQ(got, want);
   }
 }
 

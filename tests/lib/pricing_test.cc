@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <random>
 #include <string>
 
 #include "lib/engine.h"
@@ -300,6 +301,53 @@ TEST(PriceTableReport, Errors) {
 }
 
 // ---- action_tokens() -------------------------------------------------------------------
+
+// A report of counts is priced from the counters in 64 bits when it can be; every line
+// must still be exactly quantity x unit_cost / unit_size rounded once (checked_mul_div), with
+// whole and fractional unit sizes, prices up to the bounds, counts up to 2^64 - 1, and the
+// same lines whether or not an extra charge sends the report down the general path.
+TEST(PriceTableReport, CountLinesMatchTheExactFormula) {
+  std::mt19937_64 rng(2024);
+  ResourceRegistry reg;
+  const auto custom = reg.intern("gpu_seconds").value();
+  for (int i = 0; i < 3000; ++i) {
+    PriceTable t;
+    auto raw_below = [&](uint64_t max_units) {
+      return Decimal::from_raw(static_cast<__int128>(rng() % (max_units * static_cast<uint64_t>(Decimal::kOne))) + 1);
+    };
+    const Decimal size = i % 3 == 0 ? raw_below(PriceTable::kMaxUnitSize)
+                                     : Decimal::from_int(1 + rng() % (i % 2 ? 1000 : PriceTable::kMaxUnitSize));
+    const Decimal cost = raw_below(i % 5 == 0 ? PriceTable::kMaxUnitCost : 1);
+    t.set_resource("token", UnitPrice{"1000 tokens", size, cost});
+    t.set_resource("llm_calls", UnitPrice{"count", Decimal::from_int(1), cost});
+    if (i % 4 == 0) t.set_model("m", ModelPrice{raw_below(PriceTable::kMaxUnitCost), raw_below(1)});
+    UsageReport r;
+    auto count = [&] { return i % 7 == 0 ? rng() : rng() >> (rng() % 64); };
+    r.llm_calls = count();
+    r.tokens_in = count();
+    r.tokens_out = count();
+    auto fast = t.price_report(r, "m", reg);
+    UsageReport with_extra = r;
+    (void)with_extra.extra.add(custom, Decimal::from_int(1));  // the general path
+    auto general = t.price_report(with_extra, "m", reg);
+    ASSERT_EQ(fast.has_value(), general.has_value()) << i;
+    if (!fast) {
+      EXPECT_EQ(fast.error().code, general.error().code);
+      continue;
+    }
+    ASSERT_EQ(fast->items.size() + 1, general->items.size());
+    for (std::size_t k = 0; k < fast->items.size(); ++k) EXPECT_EQ(fast->items[k], general->items[k]) << i;
+    for (const auto& item : fast->items) {
+      const bool model = i % 4 == 0 && item.resource != "llm_calls";
+      const Decimal c = model ? item.unit_cost : cost;
+      const uint64_t s_raw = model ? 1000 * static_cast<uint64_t>(Decimal::kOne) : static_cast<uint64_t>(size.raw());
+      const Decimal per = item.resource == "llm_calls" ? Decimal::from_int(1) : Decimal::from_raw(s_raw);
+      auto exact = item.quantity.checked_mul_div(static_cast<uint64_t>(c.raw()), static_cast<uint64_t>(per.raw()));
+      ASSERT_TRUE(exact.has_value());
+      EXPECT_EQ(item.total_cost, *exact) << item.resource << " " << i;
+    }
+  }
+}
 
 TEST(PriceTableActions, Seed001Rates) {
   PriceTable t = PriceTable::defaults();
