@@ -565,10 +565,13 @@ std::expected<void, std::string> Manager::open_store() {
   so.batch_window = std::chrono::milliseconds(config_.store.batch_window_ms);
   so.retention_days = config_.store.retention_days;
   so.loop = &loop_.loop;
+  const int64_t t0 = monotonic_usec();
   auto opened = Store::open(so);
   if (!opened) return std::unexpected("cannot open the state store: " + opened.error().message());
+  const int64_t t1 = monotonic_usec();
   auto loaded = (*opened)->load();
   if (!loaded) return std::unexpected("cannot load the state store: " + loaded.error().message());
+  const int64_t t2 = monotonic_usec();
   // All or nothing: on an error the engine is as the configuration made it, and we stop.
   if (auto r = engine_.import_state(loaded->state); !r)
     return std::unexpected(fmt::format("the state in {} cannot be restored: {}", (*opened)->path(),
@@ -604,10 +607,12 @@ std::expected<void, std::string> Manager::open_store() {
   store_retry_.data = this;
   store_handles_ = true;
 
-  log_info("state: {} ({} processes, {} scopes, {} threads, {} holds restored; durability {})",
+  const int64_t t3 = monotonic_usec();
+  log_info("state: {} ({} processes, {} scopes, {} threads, {} holds restored in {} ms: open {}, "
+           "load {}, restore {}; durability {})",
            store_->path(), loaded->state.processes.size(), loaded->state.scopes.size(),
-           loaded->state.threads.size(), loaded->state.holds.size(),
-           durability_name(config_.store.durability));
+           loaded->state.threads.size(), loaded->state.holds.size(), (t3 - t0) / 1000, (t1 - t0) / 1000,
+           (t2 - t1) / 1000, (t3 - t2) / 1000, durability_name(config_.store.durability));
   // Timeouts that passed and resets missed while budgetd was down apply now, with events.
   tick();
   submit_changes();

@@ -279,15 +279,28 @@ Result<void> Engine::import_state(const EngineState& s) {
   // restores up to a million of these in well under a second: no string is built per
   // process unless it is in error, and each distinct scope path is normalized once.
   const bool had_processes = !index_.empty();
-  std::unordered_map<std::string_view, std::size_t> process_at;
-  process_at.reserve(s.processes.size());
+  // Records by id, for duplicates and lookups: a sorted index, not a hash table (the store
+  // and export_state give them in id order, so sorting is one sequential pass, and a
+  // million random hash insertions cost more than the rest of the restore).
+  std::vector<std::size_t> by_id(s.processes.size());
+  for (std::size_t i = 0; i < by_id.size(); ++i) by_id[i] = i;
+  auto id_less = [&s](std::size_t a, std::size_t b) { return s.processes[a].id < s.processes[b].id; };
+  if (!std::is_sorted(by_id.begin(), by_id.end(), id_less)) std::sort(by_id.begin(), by_id.end(), id_less);
+  for (std::size_t k = 1; k < by_id.size(); ++k)
+    if (s.processes[by_id[k]].id == s.processes[by_id[k - 1]].id)
+      return fail(Errc::already_exists, "process " + s.processes[by_id[k]].id + " twice");
+  auto record_of = [&s, &by_id](std::string_view id) -> std::optional<std::size_t> {
+    auto it = std::lower_bound(by_id.begin(), by_id.end(), id,
+                               [&s](std::size_t i, std::string_view v) { return s.processes[i].id < v; });
+    if (it == by_id.end() || s.processes[*it].id != id) return std::nullopt;
+    return *it;
+  };
   std::unordered_map<std::string_view, std::string> normalized;  // recorded path -> normalized
   std::vector<const std::string*> process_paths(s.processes.size());
   for (std::size_t i = 0; i < s.processes.size(); ++i) {
     const ProcessRecord& p = s.processes[i];
     if (auto v = validate_id(p.id); !v) return std::unexpected(at("process " + p.id, v.error()));
-    if ((had_processes && find_process(p.id)) || !process_at.emplace(p.id, i).second)
-      return fail(Errc::already_exists, "process " + p.id + " twice");
+    if (had_processes && find_process(p.id)) return fail(Errc::already_exists, "process " + p.id + " twice");
     auto known = normalized.find(p.scope);
     if (known == normalized.end()) {
       auto path = path_of(p.scope, "process " + p.id);
@@ -305,10 +318,9 @@ Result<void> Engine::import_state(const EngineState& s) {
         process_order.push_back(i);
         continue;
       }
-      auto parent = process_at.find(p.parent);
-      if (parent == process_at.end())
-        return fail(Errc::unknown_process, "process " + p.id + ": parent " + p.parent);
-      children[parent->second].push_back(i);
+      auto parent = record_of(p.parent);
+      if (!parent) return fail(Errc::unknown_process, "process " + p.id + ": parent " + p.parent);
+      children[*parent].push_back(i);
     }
     for (std::size_t k = 0; k < process_order.size(); ++k)
       if (auto it = children.find(process_order[k]); it != children.end())
@@ -317,7 +329,7 @@ Result<void> Engine::import_state(const EngineState& s) {
       return fail(Errc::invalid_argument, "processes delegate to each other in a cycle");
   }
   auto process_known = [&](const std::string& id) {
-    return process_at.contains(id) || (had_processes && find_process(id));
+    return record_of(id).has_value() || (had_processes && find_process(id));
   };
 
   // Threads.
@@ -407,6 +419,8 @@ Result<void> Engine::import_state(const EngineState& s) {
   }
 
   index_.reserve(index_.size() + s.processes.size());
+  std::vector<Deadline> timeouts;
+  timeouts.reserve(2 * s.processes.size());
   std::unordered_map<const std::string*, ScopeNode*> nodes;  // one lookup per distinct path
   for (std::size_t i : process_order) {
     const ProcessRecord& r = s.processes[i];
@@ -450,8 +464,9 @@ Result<void> Engine::import_state(const EngineState& s) {
     // Anchored at the recorded allocation: a restart does not give a fresh timeout, and
     // one that passed while the daemon was down fires (soft, then hard) on the next
     // catch-up.
-    arm_timeouts(p, index);
+    arm_timeouts(p, index, &timeouts);
   }
+  deadlines_.push_all(std::move(timeouts));
 
   for (const ThreadRecord& r : s.threads) {
     const std::string& path = thread_paths.at(r.id);
@@ -507,7 +522,7 @@ Result<void> Engine::import_state(const EngineState& s) {
     if (!template_keys.contains(key)) dirty_.templates.insert(key);
   if (had_processes)
     for (const auto& [id, index] : index_)
-      if (!process_at.contains(id)) mark(processes_[index]);
+      if (!record_of(id)) mark(processes_[index]);
   for (auto& [id, t] : threads_)
     if (!thread_paths.contains(id)) mark_thread(id, t);
   for (const auto& [id, h] : holds_)

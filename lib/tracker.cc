@@ -36,12 +36,13 @@ const Engine::Process* Engine::find_process(std::string_view pid) const {
   return it == index_.end() ? nullptr : &processes_[it->second];
 }
 
-void Engine::arm_timeouts(Process& p, uint32_t index) {
+void Engine::arm_timeouts(Process& p, uint32_t index, std::vector<Deadline>* staged) {
   const ResourceQuota& q = *p.quota;
+  auto arm = [&](Deadline d) { staged ? staged->push_back(d) : deadlines_.push(d); };
   if (q.soft_timeout_seconds != kUnlimited && !p.soft_fired)
-    deadlines_.push({p.allocated_at + secs(q.soft_timeout_seconds), DeadlineKind::soft_timeout, p.generation, index});
+    arm({p.allocated_at + secs(q.soft_timeout_seconds), DeadlineKind::soft_timeout, p.generation, index});
   if (q.timeout_seconds != kUnlimited && !p.hard_fired)
-    deadlines_.push({p.allocated_at + secs(q.timeout_seconds), DeadlineKind::hard_timeout, p.generation, index});
+    arm({p.allocated_at + secs(q.timeout_seconds), DeadlineKind::hard_timeout, p.generation, index});
 }
 
 Result<Engine::Process*> Engine::create_process(std::string_view pid, std::shared_ptr<const ResourceQuota> quota,

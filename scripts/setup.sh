@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential g++ cmake ninja-build pkg-config git
   libuv1-dev libtomlplusplus-dev libspdlog-dev libfmt-dev libsystemd-dev
-  libsqlite3-dev libsimdjson-dev nlohmann-json3-dev
+  libsqlite3-dev libsimdjson-dev nlohmann-json3-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libhiredis-dev redis-server varlink-go
   systemd procps socat
