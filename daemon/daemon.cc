@@ -342,8 +342,8 @@ ipc::Service::Outcome Manager::dispatch(Connection& c, std::string_view message,
   current_connection_ = nullptr;
   // In "ack", any call that changed durable state (an allocation, a limit, a ledger
   // record) is answered once that change is on disk, not only usage reports.
-  if (store_ && !store_failed_ && config_.store.durability == StoreConfig::Durability::ack &&
-      (engine_.has_changes() || !pending_write_.ledger.empty()))
+  if (store_ && !store_failed_ && (engine_.has_changes() || !pending_write_.ledger.empty()) &&
+      (config_.store.durability == StoreConfig::Durability::ack || undurable_records_ > kMaxUndurableRecords))
     call_durable_ = true;
   if (call_durable_) {
     call_durable_ = false;
@@ -663,7 +663,9 @@ void Manager::submit_changes() {
   // retry): it then waits for the batch that makes the first answer durable, if not yet.
   if (w.empty() && !epoch_needed_) return;
   epoch_needed_ = false;
-  epochs_.emplace_back(next_epoch_++, store_->submit(std::move(w)));
+  const std::size_t records = w.ledger.size();
+  undurable_records_ += records;
+  epochs_.push_back(Submitted{next_epoch_++, store_->submit(std::move(w)), records});
 }
 
 void Manager::on_commit(uint64_t seq, const StoreError* error) {
@@ -694,8 +696,9 @@ void Manager::on_commit(uint64_t seq, const StoreError* error) {
   }
   // Replies wait for submissions (epochs); a submission is durable once its batch is.
   const uint64_t durable = store_->durable_seq();
-  while (!epochs_.empty() && epochs_.front().second <= durable) {
-    durable_epoch_ = epochs_.front().first;
+  while (!epochs_.empty() && epochs_.front().seq <= durable) {
+    durable_epoch_ = epochs_.front().epoch;
+    undurable_records_ -= epochs_.front().records;
     epochs_.pop_front();
   }
   std::erase_if(held_, [this](Connection* c) {

@@ -49,6 +49,12 @@ std::string effective_state_dir(const Config& config, const Options& options);
 // without bound.
 inline constexpr std::size_t kMaxRememberedReplies = 1'000'000;
 
+// In durability "batch" and "none" replies do not wait for the store, unless the writer
+// falls this many ledger records behind: then replies wait as in "ack" until it catches
+// up, so a sustained overload slows the callers instead of growing memory and stretching
+// "durable within batch_window" to seconds.
+inline constexpr std::size_t kMaxUndurableRecords = 20'000;
+
 // The socket path the daemon will use: --socket, else the config's, else
 // default_socket_path().
 std::string effective_socket_path(const Config& config, const Options& options);
@@ -150,7 +156,12 @@ class Manager final : public ipc::Hooks, public ConnectionHost {
   uint64_t next_epoch_ = 1;
   uint64_t durable_epoch_ = 0;
   bool epoch_needed_ = false;
-  std::deque<std::pair<uint64_t, uint64_t>> epochs_;
+  struct Submitted {
+    uint64_t epoch, seq;
+    std::size_t records;  // ledger records in it
+  };
+  std::deque<Submitted> epochs_;
+  std::size_t undurable_records_ = 0;  // ledger records submitted and not yet committed
   bool store_failed_ = false;    // the last batch failed: durable calls are refused
   std::string store_error_;
   std::vector<Connection*> held_;  // connections with replies waiting for the disk

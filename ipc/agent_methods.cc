@@ -181,7 +181,7 @@ void record_usage(CallContext& ctx) {
   rec.thread = std::move(report.thread);
   rec.scope = std::string(r->scope);
   rec.labels = std::move(labels);
-  add_priced(rec, *priced);
+  add_priced(rec, std::move(*priced));
   ctx.hooks.append(std::move(rec));
   if (ctx.call.oneway) return;
   auto& w = ctx.reply.ok();
@@ -325,7 +325,7 @@ void commit(CallContext& ctx) {
   rec.labels = std::move(labels);
   rec.action = r->expired ? "committed_after_expiry" : "committed";
   rec.detail = fmt::format("reservation_id={}", id);
-  add_priced(rec, *priced);
+  add_priced(rec, std::move(*priced));
   ctx.hooks.append(std::move(rec));
   auto& w = ctx.reply.ok();
   w.field("expired", r->expired);
@@ -391,7 +391,7 @@ void consume_thread(CallContext& ctx) {
   rec.thread = std::string(thread);
   rec.process = r->process;
   rec.labels = std::move(labels);
-  if (priced) add_priced(rec, *priced);
+  if (priced) add_priced(rec, std::move(*priced));
   ctx.hooks.append(std::move(rec));
   ctx.reply.ok()
       .field("prompt_tokens", r->prompt_tokens)

@@ -57,8 +57,8 @@ LedgerRecord ledger_record(CallContext& ctx, LedgerKind kind) {
   return r;
 }
 
-void add_priced(LedgerRecord& r, const PriceTable::Priced& priced) {
-  r.items = priced.items;
+void add_priced(LedgerRecord& r, PriceTable::Priced&& priced) {
+  r.items = std::move(priced.items);
   r.total_cost = priced.total_cost;
 }
 

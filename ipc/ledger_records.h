@@ -38,7 +38,7 @@ bool durable_ok(CallContext& ctx);
 
 // A record of the current call, by the current caller, now.
 LedgerRecord ledger_record(CallContext& ctx, LedgerKind kind);
-void add_priced(LedgerRecord& r, const PriceTable::Priced& priced);
+void add_priced(LedgerRecord& r, PriceTable::Priced&& priced);
 
 // Appends an audit record of the current (operator) call: the method's short name as the
 // action, its parameters (JSON, bounded) as the detail.

@@ -42,15 +42,16 @@ std::optional<GroupBy> parse_group_by(std::string_view s) {
 std::string format_guid(std::array<uint8_t, 16> b) {
   b[6] = static_cast<uint8_t>((b[6] & 0x0f) | 0x40);  // version 4: random
   b[8] = static_cast<uint8_t>((b[8] & 0x3f) | 0x80);  // variant 10xx: RFC 4122
+  // One per ledger record, so on the hot path: filled in a buffer, one string at the end.
   constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(36);
+  char out[36];
+  std::size_t o = 0;
   for (std::size_t i = 0; i < b.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
-    out += kHex[b[i] >> 4];
-    out += kHex[b[i] & 0x0f];
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+    out[o++] = kHex[b[i] >> 4];
+    out[o++] = kHex[b[i] & 0x0f];
   }
-  return out;
+  return std::string(out, sizeof out);
 }
 
 }  // namespace budgetd
