@@ -109,7 +109,7 @@ Result<std::unique_ptr<Store>> Store::open(StoreOptions options) {
   store->reader_ = std::unique_ptr<sqlite3, void (*)(sqlite3*)>(reader_db->release(),
                                                                  [](sqlite3* db) { sqlite3_close_v2(db); });
   store->ledger_ = std::make_unique<Ledger>(store->reader_.get());
-  auto writer = Writer::create(std::move(*writer_db));
+  auto writer = Writer::create(std::move(*writer_db), memory, memory ? store->options_.memory_ledger_max_records : 0);
   if (!writer) return std::unexpected(open_error(writer.error()));
   store->writer_ = std::move(*writer);
 

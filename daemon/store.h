@@ -13,7 +13,10 @@
 // In `batch` durability the writer also starts at most one commit per batch_window, so
 // data is on disk within about batch_window + one commit. In `none` there is no file: the
 // database lives in memory (SQLite's memdb VFS, shared by the store's two connections), so
-// Usage reports work and nothing survives a restart.
+// Usage reports work and nothing survives a restart; it holds at most
+// memory_ledger_max_records ledger records (older ones fold into the daily aggregates), and
+// the pager's page cap stays under the memdb's own size cap so that a full memdb is a clean
+// SQLITE_FULL, never a damaged database (store_writer.cc, guard_memdb_size).
 //
 // Layout: each engine record is one BLOB row keyed by its id (lib/state_codec.h) in a
 // WITHOUT ROWID table, upserted in place (no snapshots, no compaction). Ledger records are
@@ -64,6 +67,10 @@ struct StoreOptions {
   // PRAGMA quick_check at open: reads the whole file (about 0.1 s per 100 MB) but refuses a
   // damaged database before anything is loaded.
   bool verify_on_open = true;
+  // `none` only: the most ledger records kept in memory (0 = no bound). A batch that goes
+  // past it folds its oldest records into the per-day aggregates (as retention does, so
+  // Summary totals stay whole) and drops them, in the same transaction.
+  uint64_t memory_ledger_max_records = 1'000'000;
 };
 
 // A reply remembered for an idempotency key (scoped by method and the caller's uid).

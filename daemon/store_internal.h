@@ -36,7 +36,9 @@ inline constexpr std::string_view kColumnLabels[] = {"agent", "model", "endpoint
 
 class Store::Writer {
  public:
-  static std::expected<std::unique_ptr<Writer>, StoreError> create(sql::Db db);
+  // `memory`: the database is a memdb (its VFS size cap is guarded, see apply()).
+  // `max_records`: the ledger bound in memory (0 = none).
+  static std::expected<std::unique_ptr<Writer>, StoreError> create(sql::Db db, bool memory, uint64_t max_records);
 
   struct Fold {
     int64_t ledger_before;       // fold ledger records recorded before this (µs)
@@ -45,20 +47,36 @@ class Store::Writer {
   struct Applied {
     uint64_t rows = 0, ledger_records = 0, folded = 0;
   };
-  // One transaction: every write in order, then the fold. On error nothing is applied.
+  // One transaction: every write in order, then the fold, then (in memory) the ledger
+  // bound. On error nothing is applied and the connection is back in autocommit.
   std::expected<Applied, StoreError> apply(const std::vector<StoreWrite>& batch, std::optional<Fold> fold);
+  // The page cap from the next batch on (0 = none but the memdb's own).
   std::expected<void, StoreError> set_page_limit(uint64_t pages);
 
  private:
-  explicit Writer(sql::Db db) : db_(std::move(db)) {}
+  Writer(sql::Db db, bool memory, uint64_t max_records)
+      : db_(std::move(db)), memory_(memory), max_records_(max_records) {}
   std::expected<void, StoreError> prepare();
   std::expected<void, StoreError> write(const StoreWrite& w, Applied& applied);
   std::expected<void, StoreError> append(const LedgerRecord& r);
+  // Folds the ledger rows `select` yields into ledger_daily and deletes them with `del`
+  // (both take `arg` as ?1 and match the same rows); returns how many went.
+  std::expected<uint64_t, StoreError> fold_ledger(sql::Stmt& select, sql::Stmt& del, int64_t arg);
   std::expected<uint64_t, StoreError> fold(const Fold& f);
+  std::expected<uint64_t, StoreError> trim_to_bound(uint64_t rows);
+  std::expected<void, StoreError> guard_memdb_size();
   std::expected<void, StoreError> run(sql::Stmt& s, std::string_view what);
+  void rollback();
 
   sql::Db db_;
+  bool memory_;
+  uint64_t max_records_;
+  uint64_t ledger_rows_ = 0;   // rows in the ledger table as of the last commit
+  uint64_t page_limit_ = 0;    // the caller's cap, 0 = none
+  int64_t page_size_ = 4096;
+  uint64_t applied_cap_ = 0;   // the max_page_count last set (memory)
   sql::Stmt begin_, commit_, rollback_;
+  sql::Stmt fold_by_time_, fold_by_seq_, fold_get_, fold_put_, del_by_time_, del_by_seq_, nth_seq_, del_idem_;
   sql::Stmt put_process_, del_process_, put_scope_, put_template_, put_thread_, del_thread_;
   sql::Stmt put_hold_, del_hold_, put_rate_limit_, del_rate_limit_, put_rate_window_, del_rate_window_;
   sql::Stmt put_counters_, put_start_time_, del_start_time_, put_idempotency_, put_ledger_;

@@ -3,6 +3,7 @@
 // per-day aggregates.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
@@ -17,9 +18,15 @@ int64_t usec(TimePoint t) { return t.time_since_epoch().count(); }
 
 }  // namespace
 
-std::expected<std::unique_ptr<Store::Writer>, StoreError> Store::Writer::create(sql::Db db) {
-  std::unique_ptr<Writer> w(new Writer(std::move(db)));
+std::expected<std::unique_ptr<Store::Writer>, StoreError> Store::Writer::create(sql::Db db, bool memory,
+                                                                                uint64_t max_records) {
+  std::unique_ptr<Writer> w(new Writer(std::move(db), memory, max_records));
   if (auto r = w->prepare(); !r) return std::unexpected(r.error());
+  auto st = sql::Stmt::prepare(w->db_.get(), "SELECT (SELECT count(*) FROM ledger), (SELECT page_size FROM pragma_page_size)");
+  if (!st) return std::unexpected(st.error());
+  if (int rc = st->step(); rc != SQLITE_ROW) return std::unexpected(sql::error(w->db_.get(), rc, "count the ledger"));
+  w->ledger_rows_ = static_cast<uint64_t>(st->int64(0));
+  w->page_size_ = st->int64(1) > 0 ? st->int64(1) : 4096;
   return w;
 }
 
@@ -54,6 +61,25 @@ std::expected<void, StoreError> Store::Writer::prepare() {
        "detail, resources, labels, items, total_cost, idem_key) "
        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"},
   };
+  const Def fold_defs[] = {
+      {&fold_by_time_, "SELECT recorded_at, kind, action, scope, agent, model, thread, process, items, total_cost "
+                       "FROM ledger WHERE recorded_at < ?1"},
+      {&fold_by_seq_, "SELECT recorded_at, kind, action, scope, agent, model, thread, process, items, total_cost "
+                      "FROM ledger WHERE seq <= ?1"},
+      {&fold_get_, "SELECT quantity, cost, records FROM ledger_daily WHERE day = ?1 AND scope = ?2 AND "
+                   "agent = ?3 AND model = ?4 AND thread = ?5 AND process = ?6 AND resource = ?7"},
+      {&fold_put_, "INSERT OR REPLACE INTO ledger_daily (day, scope, agent, model, thread, process, "
+                   "resource, quantity, cost, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
+      {&del_by_time_, "DELETE FROM ledger WHERE recorded_at < ?1"},
+      {&del_by_seq_, "DELETE FROM ledger WHERE seq <= ?1"},
+      {&nth_seq_, "SELECT seq FROM ledger ORDER BY seq LIMIT 1 OFFSET ?1"},
+      {&del_idem_, "DELETE FROM idempotency WHERE recorded_at < ?1"},
+  };
+  for (const auto& d : fold_defs) {
+    auto st = sql::Stmt::prepare(db_.get(), d.sql);
+    if (!st) return std::unexpected(st.error());
+    *d.stmt = std::move(*st);
+  }
   for (const auto& d : defs) {
     auto st = sql::Stmt::prepare(db_.get(), d.sql);
     if (!st) return std::unexpected(st.error());
@@ -70,34 +96,75 @@ std::expected<void, StoreError> Store::Writer::run(sql::Stmt& s, std::string_vie
 }
 
 std::expected<void, StoreError> Store::Writer::set_page_limit(uint64_t pages) {
+  page_limit_ = pages;
+  if (memory_) return guard_memdb_size();
   // max_page_count cannot go below the current size; 0 means "no cap" to callers.
   uint64_t n = pages == 0 ? 0xfffffffeULL : pages;
   return sql::exec(db_.get(), fmt::format("PRAGMA max_page_count = {}", n));
 }
 
+// The memdb VFS refuses a write past its size cap (1 GiB unless raised) with SQLITE_FULL.
+// When that write is a cache spill in the middle of a statement, SQLite 3.40's rollback
+// of the in-memory journal leaves the database damaged ("database disk image is
+// malformed" from then on, in every later batch, on both connections). So the pager must
+// never try: max_page_count, which the B-tree checks before it allocates a page (a clean
+// statement error that rolls back whole), stays at or below the VFS cap. Checked before
+// every batch since the cap belongs to the shared memdb, not to this connection.
+std::expected<void, StoreError> Store::Writer::guard_memdb_size() {
+  sqlite3_int64 vfs_limit = -1;  // negative: query
+  if (int rc = sqlite3_file_control(db_.get(), "main", SQLITE_FCNTL_SIZE_LIMIT, &vfs_limit); rc != SQLITE_OK)
+    return std::unexpected(sql::error(db_.get(), rc, "read the memory database's size limit"));
+  uint64_t cap = static_cast<uint64_t>(vfs_limit / page_size_);
+  if (cap > 0xfffffffeULL) cap = 0xfffffffeULL;
+  if (page_limit_ != 0) cap = std::min(cap, page_limit_);
+  if (cap == applied_cap_) return {};
+  if (auto r = sql::exec(db_.get(), fmt::format("PRAGMA max_page_count = {}", cap)); !r) return r;
+  applied_cap_ = cap;
+  return {};
+}
+
+void Store::Writer::rollback() {
+  // A failed statement or COMMIT (SQLITE_FULL, SQLITE_IOERR) may or may not have rolled
+  // the transaction back already; a ROLLBACK that fails is retried before the next BEGIN.
+  if (!sqlite3_get_autocommit(db_.get())) {
+    rollback_.step();
+    rollback_.reset();
+  }
+}
+
 std::expected<Store::Writer::Applied, StoreError> Store::Writer::apply(const std::vector<StoreWrite>& batch,
                                                                        std::optional<Fold> fold) {
   Applied applied;
+  rollback();  // never continue a transaction a failure left open
+  if (memory_) {
+    if (auto r = guard_memdb_size(); !r) return std::unexpected(r.error());
+  }
   if (auto r = run(begin_, "begin a batch"); !r) return std::unexpected(r.error());
+  uint64_t rows = ledger_rows_;
   auto body = [&]() -> std::expected<void, StoreError> {
     for (const auto& w : batch) {
       if (auto r = write(w, applied); !r) return r;
     }
+    rows += applied.ledger_records;
     if (fold) {
       auto folded = this->fold(*fold);
       if (!folded) return std::unexpected(folded.error());
-      applied.folded = *folded;
+      applied.folded += *folded;
+      rows -= std::min(rows, *folded);
+    }
+    if (max_records_ != 0 && rows > max_records_) {
+      auto trimmed = trim_to_bound(rows);
+      if (!trimmed) return std::unexpected(trimmed.error());
+      applied.folded += *trimmed;
+      rows -= std::min(rows, *trimmed);
     }
     return run(commit_, "commit a batch");
   }();
   if (!body) {
-    // A failed COMMIT (SQLITE_FULL, SQLITE_IOERR) may or may not have rolled back already.
-    if (!sqlite3_get_autocommit(db_.get())) {
-      rollback_.step();
-      rollback_.reset();
-    }
+    rollback();
     return std::unexpected(body.error());
   }
+  ledger_rows_ = rows;
   return applied;
 }
 
@@ -245,11 +312,12 @@ std::expected<void, StoreError> Store::Writer::append(const LedgerRecord& r) {
   return run(s, "append a ledger record");
 }
 
-// Folds every ledger record recorded before f.ledger_before into ledger_daily. A charge
-// adds its items to (day, scope, agent, model, thread, process, resource) rows, and its
-// record count and total cost to the same key with resource "" (so summaries grouped by
-// anything but resource count records, not items). Records that charge nothing just go.
-std::expected<uint64_t, StoreError> Store::Writer::fold(const Fold& f) {
+// Folds ledger records into ledger_daily, then deletes them. A charge adds its items to
+// (day, scope, agent, model, thread, process, resource) rows, and its record count and
+// total cost to the same key with resource "" (so summaries grouped by anything but
+// resource count records, not items). Records that charge nothing just go. `select` and
+// `del` take the same single parameter and match the same rows.
+std::expected<uint64_t, StoreError> Store::Writer::fold_ledger(sql::Stmt& select, sql::Stmt& del, int64_t arg) {
   using Key = std::tuple<int64_t, std::string, std::string, std::string, std::string, std::string, std::string>;
   struct Sum {
     Decimal quantity, cost;
@@ -258,90 +326,95 @@ std::expected<uint64_t, StoreError> Store::Writer::fold(const Fold& f) {
   std::map<Key, Sum> sums;
   uint64_t folded = 0;
   {
-    auto st = sql::Stmt::prepare(db_.get(),
-                                 "SELECT recorded_at, kind, action, scope, agent, model, thread, process, items, "
-                                 "total_cost FROM ledger WHERE recorded_at < ?1");
-    if (!st) return std::unexpected(st.error());
-    st->bind(1, f.ledger_before);
+    sql::ResetOnExit reset(select);
+    select.bind(1, arg);
     int rc;
-    while ((rc = st->step()) == SQLITE_ROW) {
+    while ((rc = select.step()) == SQLITE_ROW) {
       ++folded;
-      auto kind = static_cast<LedgerKind>(st->int64(1));
-      if (!ledger_record_charges(kind, st->text(2))) continue;
-      Key base{day_start(st->int64(0)), std::string(st->text(3)), std::string(st->text(4)),
-               std::string(st->text(5)), std::string(st->text(6)), std::string(st->text(7)), std::string()};
-      auto cost = Decimal::parse(st->text(9), true);
+      auto kind = static_cast<LedgerKind>(select.int64(1));
+      if (!ledger_record_charges(kind, select.text(2))) continue;
+      Key base{day_start(select.int64(0)), std::string(select.text(3)), std::string(select.text(4)),
+               std::string(select.text(5)), std::string(select.text(6)), std::string(select.text(7)), std::string()};
+      auto cost = Decimal::parse(select.text(9), true);
       if (!cost) return std::unexpected(StoreError{StoreErrc::corrupt, 0, "ledger total_cost: " + cost.error().message()});
       Sum& whole = sums[base];
       whole.cost = whole.cost.saturating_add(*cost);
       ++whole.records;
-      if (st->blob(8).empty()) continue;
-      auto items = decode_ledger_items(st->blob(8));
+      if (select.blob(8).empty()) continue;
+      auto items = decode_ledger_items(select.blob(8));
       if (!items) return std::unexpected(StoreError{StoreErrc::corrupt, 0, items.error().detail});
       for (const auto& item : *items) {
         Key k = base;
         std::get<6>(k) = item.resource;
-        Sum& s = sums[k];
-        s.quantity = s.quantity.saturating_add(item.quantity);
-        s.cost = s.cost.saturating_add(item.total_cost);
-        ++s.records;
+        Sum& sum = sums[k];
+        sum.quantity = sum.quantity.saturating_add(item.quantity);
+        sum.cost = sum.cost.saturating_add(item.total_cost);
+        ++sum.records;
       }
     }
     if (rc != SQLITE_DONE) return std::unexpected(sql::error(db_.get(), rc, "read ledger records to fold"));
   }
-  if (!sums.empty()) {
-    auto get = sql::Stmt::prepare(db_.get(),
-                                  "SELECT quantity, cost, records FROM ledger_daily WHERE day = ?1 AND scope = ?2 AND "
-                                  "agent = ?3 AND model = ?4 AND thread = ?5 AND process = ?6 AND resource = ?7");
-    if (!get) return std::unexpected(get.error());
-    auto put = sql::Stmt::prepare(db_.get(),
-                                  "INSERT OR REPLACE INTO ledger_daily (day, scope, agent, model, thread, process, "
-                                  "resource, quantity, cost, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
-    if (!put) return std::unexpected(put.error());
-    auto bind_key = [](sql::Stmt& s, const Key& k) {
-      s.bind(1, std::get<0>(k));
-      s.bind(2, std::get<1>(k));
-      s.bind(3, std::get<2>(k));
-      s.bind(4, std::get<3>(k));
-      s.bind(5, std::get<4>(k));
-      s.bind(6, std::get<5>(k));
-      s.bind(7, std::get<6>(k));
-    };
-    for (auto& [k, sum] : sums) {
-      bind_key(*get, k);
-      int rc = get->step();
+  auto bind_key = [](sql::Stmt& st, const Key& k) {
+    st.bind(1, std::get<0>(k));
+    st.bind(2, std::get<1>(k));
+    st.bind(3, std::get<2>(k));
+    st.bind(4, std::get<3>(k));
+    st.bind(5, std::get<4>(k));
+    st.bind(6, std::get<5>(k));
+    st.bind(7, std::get<6>(k));
+  };
+  for (auto& [k, sum] : sums) {
+    {
+      sql::ResetOnExit reset(fold_get_);
+      bind_key(fold_get_, k);
+      int rc = fold_get_.step();
       if (rc == SQLITE_ROW) {  // a day folded in parts (an earlier pass, a partial day)
-        auto q = Decimal::parse(get->text(0), true);
-        auto c = Decimal::parse(get->text(1), true);
-        if (!q || !c) {
-          get->reset();
-          return std::unexpected(StoreError{StoreErrc::corrupt, 0, "ledger_daily amount does not parse"});
-        }
+        auto q = Decimal::parse(fold_get_.text(0), true);
+        auto c = Decimal::parse(fold_get_.text(1), true);
+        if (!q || !c) return std::unexpected(StoreError{StoreErrc::corrupt, 0, "ledger_daily amount does not parse"});
         sum.quantity = sum.quantity.saturating_add(*q);
         sum.cost = sum.cost.saturating_add(*c);
-        sum.records += static_cast<uint64_t>(get->int64(2));
+        sum.records += static_cast<uint64_t>(fold_get_.int64(2));
       } else if (rc != SQLITE_DONE) {
-        get->reset();
         return std::unexpected(sql::error(db_.get(), rc, "read a daily aggregate"));
       }
-      get->reset();
-      std::string q = sum.quantity.to_string(), c = sum.cost.to_string();
-      bind_key(*put, k);
-      put->bind(8, q);
-      put->bind(9, c);
-      put->bind(10, static_cast<int64_t>(sum.records));
-      if (auto e = run(*put, "write a daily aggregate"); !e) return std::unexpected(e.error());
     }
+    std::string q = sum.quantity.to_string(), c = sum.cost.to_string();
+    bind_key(fold_put_, k);
+    fold_put_.bind(8, q);
+    fold_put_.bind(9, c);
+    fold_put_.bind(10, static_cast<int64_t>(sum.records));
+    if (auto e = run(fold_put_, "write a daily aggregate"); !e) return std::unexpected(e.error());
   }
-  auto del = sql::Stmt::prepare(db_.get(), "DELETE FROM ledger WHERE recorded_at < ?1");
-  if (!del) return std::unexpected(del.error());
-  del->bind(1, f.ledger_before);
-  if (auto e = run(*del, "delete folded ledger records"); !e) return std::unexpected(e.error());
-  auto idem = sql::Stmt::prepare(db_.get(), "DELETE FROM idempotency WHERE recorded_at < ?1");
-  if (!idem) return std::unexpected(idem.error());
-  idem->bind(1, f.idempotency_before);
-  if (auto e = run(*idem, "delete expired idempotency entries"); !e) return std::unexpected(e.error());
+  del.bind(1, arg);
+  if (auto e = run(del, "delete folded ledger records"); !e) return std::unexpected(e.error());
   return folded;
+}
+
+// Retention: every ledger record recorded before f.ledger_before, and the idempotency
+// entries past their window.
+std::expected<uint64_t, StoreError> Store::Writer::fold(const Fold& f) {
+  auto folded = fold_ledger(fold_by_time_, del_by_time_, f.ledger_before);
+  if (!folded) return folded;
+  del_idem_.bind(1, f.idempotency_before);
+  if (auto e = run(del_idem_, "delete expired idempotency entries"); !e) return std::unexpected(e.error());
+  return folded;
+}
+
+// The memory bound: the oldest records (by seq, the order they were written) beyond
+// max_records_ fold like retention's, so Summary totals keep counting them.
+std::expected<uint64_t, StoreError> Store::Writer::trim_to_bound(uint64_t rows) {
+  uint64_t excess = rows - max_records_;
+  int64_t last_seq;
+  {
+    sql::ResetOnExit reset(nth_seq_);
+    nth_seq_.bind(1, static_cast<int64_t>(excess - 1));
+    int rc = nth_seq_.step();
+    if (rc == SQLITE_DONE) return 0;  // fewer rows than counted: nothing to trim
+    if (rc != SQLITE_ROW) return std::unexpected(sql::error(db_.get(), rc, "find the oldest ledger records"));
+    last_seq = nth_seq_.int64(0);
+  }
+  return fold_ledger(fold_by_seq_, del_by_seq_, last_seq);
 }
 
 }  // namespace budgetd::daemon
