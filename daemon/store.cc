@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 
 #include "daemon/store_internal.h"
 
@@ -91,6 +92,13 @@ TimePoint Store::now() const {
 
 Result<std::unique_ptr<Store>> Store::open(StoreOptions options) {
   if (!options.loop) return fail(Errc::invalid_argument, "store: no event loop");
+  // SQLite's memory statistics take a global mutex on every malloc and free (about 17
+  // lock/unlock pairs per ledger record); nothing reads them. A process-wide setting that
+  // sqlite3_config accepts only before SQLite initializes, which the first sqlite3_open
+  // does: the daemon opens nothing before its store. Should something have opened a
+  // database first, the call is refused (SQLITE_MISUSE) and the statistics stay on.
+  static std::once_flag sqlite_configured;
+  std::call_once(sqlite_configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
   bool memory = options.durability == Durability::none;
   std::unique_ptr<Store> store(new Store(std::move(options)));
   if (memory) {

@@ -20,9 +20,10 @@
 //
 // Layout: each engine record is one BLOB row keyed by its id (lib/state_codec.h) in a
 // WITHOUT ROWID table, upserted in place (no snapshots, no compaction). Ledger records are
-// rows with their filterable fields as columns; amounts are exact decimal text or codec
-// blobs, summed in C++ with Decimal, never by SQL arithmetic. Records older than the
-// retention window fold into per-day aggregates that summaries still count.
+// rows keyed by (recorded_at, seq) with their filterable fields as columns, inserted 16 to
+// a statement; amounts are raw 128-bit decimals in a codec blob, summed in C++ with
+// Decimal, never by SQL arithmetic. Records older than the retention window fold into
+// per-day aggregates that summaries still count.
 #pragma once
 
 #include <uv.h>

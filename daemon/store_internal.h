@@ -14,7 +14,7 @@
 
 namespace budgetd::daemon {
 
-inline constexpr int kStoreSchemaVersion = 1;
+inline constexpr int kStoreSchemaVersion = 2;
 inline constexpr int32_t kStoreApplicationId = 0x62756467;  // "budg"
 inline constexpr int64_t kMicrosPerDay = 86'400'000'000;
 
@@ -31,8 +31,8 @@ inline int64_t day_start(int64_t t_usec) {
   return d * kMicrosPerDay;
 }
 
-// The ledger columns that hold labels; every other label goes to the labels blob.
-inline constexpr std::string_view kColumnLabels[] = {"agent", "model", "endpoint"};
+// The ledger columns that hold labels; every other label goes to the details blob.
+inline constexpr std::string_view kColumnLabels[] = {"agent", "model"};
 
 class Store::Writer {
  public:
@@ -58,14 +58,19 @@ class Store::Writer {
       : db_(std::move(db)), memory_(memory), max_records_(max_records) {}
   std::expected<void, StoreError> prepare();
   std::expected<void, StoreError> write(const StoreWrite& w, Applied& applied);
+  // Ledger rows go in kLedgerRowsPerInsert at a time (one statement execution for all);
+  // append() stages a record, flush_ledger() writes what is staged.
   std::expected<void, StoreError> append(const LedgerRecord& r);
+  std::expected<void, StoreError> flush_ledger();
   // Folds the ledger rows `select` yields into ledger_daily and deletes them with `del`
-  // (both take `arg` as ?1 and match the same rows); returns how many went.
-  std::expected<uint64_t, StoreError> fold_ledger(sql::Stmt& select, sql::Stmt& del, int64_t arg);
+  // (both take `arg` as ?1, `arg2` as ?2, and match the same rows); returns how many went.
+  std::expected<uint64_t, StoreError> fold_ledger(sql::Stmt& select, sql::Stmt& del, int64_t arg,
+                                                  std::optional<int64_t> arg2 = std::nullopt);
   std::expected<uint64_t, StoreError> fold(const Fold& f);
   std::expected<uint64_t, StoreError> trim_to_bound(uint64_t rows);
   std::expected<void, StoreError> guard_memdb_size();
   std::expected<void, StoreError> run(sql::Stmt& s, std::string_view what);
+  std::expected<void, StoreError> run_keep_bindings(sql::Stmt& s, std::string_view what);
   void rollback();
 
   sql::Db db_;
@@ -76,11 +81,22 @@ class Store::Writer {
   int64_t page_size_ = 4096;
   uint64_t applied_cap_ = 0;   // the max_page_count last set (memory)
   sql::Stmt begin_, commit_, rollback_;
-  sql::Stmt fold_by_time_, fold_by_seq_, fold_get_, fold_put_, del_by_time_, del_by_seq_, nth_seq_, del_idem_;
+  sql::Stmt fold_by_time_, fold_by_key_, fold_get_, fold_put_, del_by_time_, del_by_key_, nth_oldest_, del_idem_;
   sql::Stmt put_process_, del_process_, put_scope_, put_template_, put_thread_, del_thread_;
   sql::Stmt put_hold_, del_hold_, put_rate_limit_, del_rate_limit_, put_rate_window_, del_rate_window_;
-  sql::Stmt put_counters_, put_start_time_, del_start_time_, put_idempotency_, put_ledger_;
-  std::string blob_, items_, labels_, resources_, cost_;  // reused per row
+  sql::Stmt put_counters_, put_start_time_, del_start_time_, put_idempotency_;
+  static constexpr int kLedgerRowsPerInsert = 16;
+  static constexpr int kLedgerColumns = 12;
+  sql::Stmt put_ledger_many_, put_ledger_one_, put_ledger_meta_;
+  struct Staged {
+    const LedgerRecord* record = nullptr;
+    std::string_view columns[std::size(kColumnLabels)];  // the label columns' values
+    std::string resources, amounts, details;  // reused: capacity stays
+  };
+  Staged staged_[kLedgerRowsPerInsert];
+  int n_staged_ = 0;
+  int64_t next_seq_ = 1;  // the next ledger row's seq (ledger_meta as of the last commit)
+  std::string blob_;      // reused per state row
 };
 
 class Store::Ledger final : public LedgerReader {

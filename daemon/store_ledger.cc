@@ -99,7 +99,7 @@ Result<UsageSummary> Store::Ledger::summary(const SummaryQuery& q) {
     std::string where = "recorded_at >= ?1 AND recorded_at < ?2";
     std::vector<Param> params{usec(q.start), usec(q.end)};
     add_scope_filter(q.scope, where, params);
-    auto st = sql::Stmt::prepare(db_, "SELECT scope, agent, model, thread, process, kind, action, items, total_cost "
+    auto st = sql::Stmt::prepare(db_, "SELECT scope, agent, model, thread, process, kind, action, amounts "
                                       "FROM ledger WHERE " + where);
     if (!st) return std::unexpected(sql::to_error(st.error()));
     sql::ResetOnExit reset(*st);
@@ -107,14 +107,10 @@ Result<UsageSummary> Store::Ledger::summary(const SummaryQuery& q) {
     int rc;
     while ((rc = st->step()) == SQLITE_ROW) {
       if (!ledger_record_charges(static_cast<LedgerKind>(st->int64(5)), st->text(6))) continue;
-      auto cost = Decimal::parse(st->text(8), true);
-      if (!cost) return std::unexpected(corrupt("total_cost " + std::string(st->text(8))));
-      std::vector<LedgerItem> items;
-      if (!st->blob(7).empty()) {
-        auto decoded = decode_ledger_items(st->blob(7));
-        if (!decoded) return std::unexpected(decoded.error());
-        items = std::move(*decoded);
-      }
+      auto amounts = decode_ledger_amounts(st->blob(7));
+      if (!amounts) return std::unexpected(amounts.error());
+      const Decimal* cost = &amounts->total_cost;
+      const std::vector<LedgerItem>& items = amounts->items;
       add(out.total_cost, *cost);
       ++out.records;
       if (by_resource) {
@@ -217,8 +213,8 @@ Result<RecordPage> Store::Ledger::records(const RecordFilter& f) {
   uint32_t limit = f.limit == 0 ? 100 : std::min<uint32_t>(f.limit, 1000);
   params.emplace_back(static_cast<int64_t>(limit) + 1);  // one more tells whether a next page exists
   auto st = sql::Stmt::prepare(
-      db_, fmt::format("SELECT seq, id, recorded_at, kind, uid, pid, process, thread, scope, agent, model, endpoint, "
-                       "action, detail, labels, items, total_cost, idem_key FROM ledger WHERE {} "
+      db_, fmt::format("SELECT seq, recorded_at, kind, process, thread, scope, agent, model, action, amounts, details "
+                       "FROM ledger WHERE {} "
                        "ORDER BY recorded_at DESC, seq DESC LIMIT ?{}",
                        where, params.size()));
   if (!st) return std::unexpected(sql::to_error(st.error()));
@@ -235,37 +231,24 @@ Result<RecordPage> Store::Ledger::records(const RecordFilter& f) {
     }
     LedgerRecord r;
     last_seq = st->int64(0);
-    r.id = st->text(1);
-    last_time = st->int64(2);
+    last_time = st->int64(1);
     r.recorded_at = TimePoint(Duration(last_time));
-    int64_t kind = st->int64(3);
+    int64_t kind = st->int64(2);
     if (kind < 0 || kind > static_cast<int64_t>(LedgerKind::audit)) return std::unexpected(corrupt("kind"));
     r.kind = static_cast<LedgerKind>(kind);
-    r.uid = static_cast<uint32_t>(st->int64(4));
-    r.pid = static_cast<int32_t>(st->int64(5));
-    r.process = st->text(6);
-    r.thread = st->text(7);
-    r.scope = st->text(8);
-    if (!st->blob(14).empty()) {
-      auto labels = decode_labels(st->blob(14));
-      if (!labels) return std::unexpected(labels.error());
-      r.labels = std::move(*labels);
-    }
+    r.process = st->text(3);
+    r.thread = st->text(4);
+    r.scope = st->text(5);
+    if (auto d = decode_ledger_details(st->blob(10), r); !d) return std::unexpected(d.error());
     for (std::size_t i = 0; i < std::size(kColumnLabels); ++i) {
-      std::string_view v = st->text(9 + static_cast<int>(i));
+      std::string_view v = st->text(6 + static_cast<int>(i));
       if (!v.empty()) r.labels.insert_or_assign(std::string(kColumnLabels[i]), std::string(v));
     }
-    r.action = st->text(12);
-    r.detail = st->text(13);
-    if (!st->blob(15).empty()) {
-      auto items = decode_ledger_items(st->blob(15));
-      if (!items) return std::unexpected(items.error());
-      r.items = std::move(*items);
-    }
-    auto cost = Decimal::parse(st->text(16), true);
-    if (!cost) return std::unexpected(corrupt("total_cost"));
-    r.total_cost = *cost;
-    r.idempotency_key = st->text(17);
+    r.action = st->text(8);
+    auto amounts = decode_ledger_amounts(st->blob(9));
+    if (!amounts) return std::unexpected(amounts.error());
+    r.total_cost = amounts->total_cost;
+    r.items = std::move(amounts->items);
     page.records.push_back(std::move(r));
   }
   if (rc != SQLITE_DONE && rc != SQLITE_ROW) return std::unexpected(sql::to_error(sql::error(db_, rc, "read the ledger")));

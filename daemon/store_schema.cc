@@ -48,8 +48,12 @@ std::expected<void, StoreError> exec(sqlite3* db, std::string_view text) {
 namespace {
 
 // Engine records: one codec blob per row (lib/state_codec.h). The ledger keeps what Records
-// and Summary filter on as columns, its amounts as exact text/blobs. `resources` is
-// ",tokens_in,tokens_out," so a resource filter is one instr().
+// and Summary filter on as columns, its amounts (total cost and lines, raw 128-bit
+// decimals) and the rest of the record in two codec blobs. Its key is (recorded_at, seq):
+// time ranges and Records' newest-first order read the table itself, with no time index
+// to maintain, whatever the clock did. seq is the writer's counter (ledger_meta), unique
+// across runs. `resources` is ",tokens_in,tokens_out," so a resource filter is one
+// instr(). Version 1 (rowid ledger, decimal text) files are refused, not converted.
 constexpr std::string_view kSchema = R"sql(
 CREATE TABLE processes (id TEXT PRIMARY KEY, rec BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE scopes (path TEXT PRIMARY KEY, rec BLOB NOT NULL) WITHOUT ROWID;
@@ -67,28 +71,22 @@ CREATE TABLE idempotency (method TEXT NOT NULL, uid INTEGER NOT NULL, idem_key T
                           PRIMARY KEY (method, uid, idem_key)) WITHOUT ROWID;
 CREATE INDEX idempotency_age ON idempotency (recorded_at);
 CREATE TABLE ledger (
-  seq INTEGER PRIMARY KEY,
-  id TEXT NOT NULL,
   recorded_at INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
   kind INTEGER NOT NULL,
-  uid INTEGER NOT NULL,
-  pid INTEGER NOT NULL,
   process TEXT NOT NULL,
   thread TEXT NOT NULL,
   scope TEXT NOT NULL,
   agent TEXT NOT NULL,
   model TEXT NOT NULL,
-  endpoint TEXT NOT NULL,
   action TEXT NOT NULL,
-  detail TEXT NOT NULL,
   resources TEXT NOT NULL,
-  labels BLOB,
-  items BLOB,
-  total_cost TEXT NOT NULL,
-  idem_key TEXT NOT NULL);
-CREATE INDEX ledger_time ON ledger (recorded_at);
+  amounts BLOB NOT NULL,
+  details BLOB NOT NULL,
+  PRIMARY KEY (recorded_at, seq)) WITHOUT ROWID;
 CREATE INDEX ledger_process ON ledger (process, recorded_at);
 CREATE INDEX ledger_scope ON ledger (scope, recorded_at);
+CREATE TABLE ledger_meta (id INTEGER PRIMARY KEY CHECK (id = 0), next_seq INTEGER NOT NULL);
 CREATE TABLE ledger_daily (
   day INTEGER NOT NULL,
   scope TEXT NOT NULL,

@@ -22,11 +22,18 @@ std::expected<std::unique_ptr<Store::Writer>, StoreError> Store::Writer::create(
                                                                                 uint64_t max_records) {
   std::unique_ptr<Writer> w(new Writer(std::move(db), memory, max_records));
   if (auto r = w->prepare(); !r) return std::unexpected(r.error());
-  auto st = sql::Stmt::prepare(w->db_.get(), "SELECT (SELECT count(*) FROM ledger), (SELECT page_size FROM pragma_page_size)");
+  // The row count only matters for the memory bound (a memdb starts empty); a file's
+  // ledger is not counted here, which would read all of it.
+  auto st = sql::Stmt::prepare(w->db_.get(),
+                               max_records ? "SELECT (SELECT count(*) FROM ledger), (SELECT page_size FROM pragma_page_size), "
+                                             "(SELECT next_seq FROM ledger_meta)"
+                                           : "SELECT 0, (SELECT page_size FROM pragma_page_size), "
+                                             "(SELECT next_seq FROM ledger_meta)");
   if (!st) return std::unexpected(st.error());
   if (int rc = st->step(); rc != SQLITE_ROW) return std::unexpected(sql::error(w->db_.get(), rc, "count the ledger"));
   w->ledger_rows_ = static_cast<uint64_t>(st->int64(0));
   w->page_size_ = st->int64(1) > 0 ? st->int64(1) : 4096;
+  w->next_seq_ = sqlite3_column_type(st->get(), 2) == SQLITE_NULL ? 1 : st->int64(2);
   return w;
 }
 
@@ -56,23 +63,36 @@ std::expected<void, StoreError> Store::Writer::prepare() {
       {&del_start_time_, "DELETE FROM start_times WHERE process = ?1"},
       {&put_idempotency_,
        "INSERT OR REPLACE INTO idempotency (method, uid, idem_key, reply, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)"},
-      {&put_ledger_,
-       "INSERT INTO ledger (id, recorded_at, kind, uid, pid, process, thread, scope, agent, model, endpoint, action, "
-       "detail, resources, labels, items, total_cost, idem_key) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"},
+      {&put_ledger_meta_, "INSERT OR REPLACE INTO ledger_meta (id, next_seq) VALUES (0, ?1)"},
   };
+  auto insert_rows = [](int rows) {
+    std::string sql =
+        "INSERT OR FAIL INTO ledger (recorded_at, seq, kind, process, thread, scope, agent, model, action, resources, "
+        "amounts, details) VALUES ";
+    for (int r = 0; r < rows; ++r) {
+      sql += r ? ",(" : "(";
+      for (int c = 0; c < kLedgerColumns; ++c) sql += fmt::format("{}?{}", c ? "," : "", r * kLedgerColumns + c + 1);
+      sql += ")";
+    }
+    return sql;
+  };
+  for (auto [stmt, rows] : {std::pair{&put_ledger_many_, kLedgerRowsPerInsert}, std::pair{&put_ledger_one_, 1}}) {
+    auto st = sql::Stmt::prepare(db_.get(), insert_rows(rows));
+    if (!st) return std::unexpected(st.error());
+    *stmt = std::move(*st);
+  }
   const Def fold_defs[] = {
-      {&fold_by_time_, "SELECT recorded_at, kind, action, scope, agent, model, thread, process, items, total_cost "
+      {&fold_by_time_, "SELECT recorded_at, kind, action, scope, agent, model, thread, process, amounts "
                        "FROM ledger WHERE recorded_at < ?1"},
-      {&fold_by_seq_, "SELECT recorded_at, kind, action, scope, agent, model, thread, process, items, total_cost "
-                      "FROM ledger WHERE seq <= ?1"},
+      {&fold_by_key_, "SELECT recorded_at, kind, action, scope, agent, model, thread, process, amounts "
+                      "FROM ledger WHERE (recorded_at, seq) <= (?1, ?2)"},
       {&fold_get_, "SELECT quantity, cost, records FROM ledger_daily WHERE day = ?1 AND scope = ?2 AND "
                    "agent = ?3 AND model = ?4 AND thread = ?5 AND process = ?6 AND resource = ?7"},
       {&fold_put_, "INSERT OR REPLACE INTO ledger_daily (day, scope, agent, model, thread, process, "
                    "resource, quantity, cost, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
       {&del_by_time_, "DELETE FROM ledger WHERE recorded_at < ?1"},
-      {&del_by_seq_, "DELETE FROM ledger WHERE seq <= ?1"},
-      {&nth_seq_, "SELECT seq FROM ledger ORDER BY seq LIMIT 1 OFFSET ?1"},
+      {&del_by_key_, "DELETE FROM ledger WHERE (recorded_at, seq) <= (?1, ?2)"},
+      {&nth_oldest_, "SELECT recorded_at, seq FROM ledger ORDER BY recorded_at, seq LIMIT 1 OFFSET ?1"},
       {&del_idem_, "DELETE FROM idempotency WHERE recorded_at < ?1"},
   };
   for (const auto& d : fold_defs) {
@@ -91,6 +111,14 @@ std::expected<void, StoreError> Store::Writer::prepare() {
 std::expected<void, StoreError> Store::Writer::run(sql::Stmt& s, std::string_view what) {
   int rc = s.step();
   s.reset();
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return std::unexpected(sql::error(db_.get(), rc, what));
+  return {};
+}
+
+// For statements whose every parameter is bound before each step: no clear_bindings.
+std::expected<void, StoreError> Store::Writer::run_keep_bindings(sql::Stmt& s, std::string_view what) {
+  int rc = s.step();
+  sqlite3_reset(s.get());
   if (rc != SQLITE_DONE && rc != SQLITE_ROW) return std::unexpected(sql::error(db_.get(), rc, what));
   return {};
 }
@@ -141,9 +169,16 @@ std::expected<Store::Writer::Applied, StoreError> Store::Writer::apply(const std
   }
   if (auto r = run(begin_, "begin a batch"); !r) return std::unexpected(r.error());
   uint64_t rows = ledger_rows_;
+  int64_t first_seq = next_seq_;
+  n_staged_ = 0;
   auto body = [&]() -> std::expected<void, StoreError> {
     for (const auto& w : batch) {
       if (auto r = write(w, applied); !r) return r;
+    }
+    if (auto r = flush_ledger(); !r) return r;
+    if (next_seq_ != first_seq) {
+      put_ledger_meta_.bind(1, next_seq_);
+      if (auto r = run(put_ledger_meta_, "write the ledger's next seq"); !r) return r;
     }
     rows += applied.ledger_records;
     if (fold) {
@@ -160,8 +195,10 @@ std::expected<Store::Writer::Applied, StoreError> Store::Writer::apply(const std
     }
     return run(commit_, "commit a batch");
   }();
+  n_staged_ = 0;
   if (!body) {
     rollback();
+    next_seq_ = first_seq;
     return std::unexpected(body.error());
   }
   ledger_rows_ = rows;
@@ -271,45 +308,58 @@ std::expected<void, StoreError> Store::Writer::write(const StoreWrite& w, Applie
 }
 
 std::expected<void, StoreError> Store::Writer::append(const LedgerRecord& r) {
-  std::string_view column_labels[std::size(kColumnLabels)];
-  std::map<std::string, std::string> others;
+  Staged& st = staged_[n_staged_];
+  st.record = &r;
+  for (auto& c : st.columns) c = {};
   for (const auto& [k, v] : r.labels) {
-    bool column = false;
-    for (std::size_t i = 0; i < std::size(kColumnLabels); ++i) {
-      if (k == kColumnLabels[i]) {
-        column_labels[i] = v;
-        column = true;
-      }
-    }
-    if (!column) others.emplace(k, v);
+    for (std::size_t i = 0; i < std::size(kColumnLabels); ++i)
+      if (k == kColumnLabels[i]) st.columns[i] = v;
   }
-  labels_ = others.empty() ? std::string() : encode_labels(others);
-  items_ = r.items.empty() ? std::string() : encode_ledger_items(r.items);
-  resources_.clear();
+  st.resources.clear();
   for (const auto& i : r.items) {
-    if (resources_.empty()) resources_.push_back(',');
-    resources_.append(i.resource);
-    resources_.push_back(',');
+    if (st.resources.empty()) st.resources.push_back(',');
+    st.resources.append(i.resource);
+    st.resources.push_back(',');
   }
-  cost_ = r.total_cost.to_string();
-  auto& s = put_ledger_;
-  s.bind(1, r.id);
-  s.bind(2, usec(r.recorded_at));
-  s.bind(3, static_cast<int64_t>(r.kind));
-  s.bind(4, static_cast<int64_t>(r.uid));
-  s.bind(5, static_cast<int64_t>(r.pid));
-  s.bind(6, r.process);
-  s.bind(7, r.thread);
-  s.bind(8, r.scope);
-  for (std::size_t i = 0; i < std::size(kColumnLabels); ++i) s.bind(9 + static_cast<int>(i), column_labels[i]);
-  s.bind(12, r.action);
-  s.bind(13, r.detail);
-  s.bind(14, resources_);
-  if (!labels_.empty()) s.bind_blob(15, labels_);  // NULL otherwise: no bytes for no labels
-  if (!items_.empty()) s.bind_blob(16, items_);
-  s.bind(17, cost_);
-  s.bind(18, r.idempotency_key);
-  return run(s, "append a ledger record");
+  st.amounts.clear();
+  encode_ledger_amounts(r.total_cost, r.items, st.amounts);
+  st.details.clear();
+  encode_ledger_details(r, kColumnLabels, st.details);
+  if (++n_staged_ == kLedgerRowsPerInsert) return flush_ledger();
+  return {};
+}
+
+std::expected<void, StoreError> Store::Writer::flush_ledger() {
+  auto bind_row = [&](sql::Stmt& s, int row, Staged& st) {
+    const LedgerRecord& r = *st.record;
+    int base = row * kLedgerColumns;
+    s.bind(base + 1, usec(r.recorded_at));
+    s.bind(base + 2, next_seq_++);
+    s.bind(base + 3, static_cast<int64_t>(r.kind));
+    s.bind(base + 4, r.process);
+    s.bind(base + 5, r.thread);
+    s.bind(base + 6, r.scope);
+    s.bind(base + 7, st.columns[0]);
+    s.bind(base + 8, st.columns[1]);
+    s.bind(base + 9, r.action);
+    s.bind(base + 10, st.resources);
+    s.bind_blob(base + 11, st.amounts);
+    s.bind_blob(base + 12, st.details);
+  };
+  if (n_staged_ == kLedgerRowsPerInsert) {
+    for (int i = 0; i < n_staged_; ++i) bind_row(put_ledger_many_, i, staged_[i]);
+    n_staged_ = 0;
+    return run_keep_bindings(put_ledger_many_, "append ledger records");
+  }
+  for (int i = 0; i < n_staged_; ++i) {
+    bind_row(put_ledger_one_, 0, staged_[i]);
+    if (auto e = run_keep_bindings(put_ledger_one_, "append a ledger record"); !e) {
+      n_staged_ = 0;
+      return e;
+    }
+  }
+  n_staged_ = 0;
+  return {};
 }
 
 // Folds ledger records into ledger_daily, then deletes them. A charge adds its items to
@@ -317,7 +367,8 @@ std::expected<void, StoreError> Store::Writer::append(const LedgerRecord& r) {
 // total cost to the same key with resource "" (so summaries grouped by anything but
 // resource count records, not items). Records that charge nothing just go. `select` and
 // `del` take the same single parameter and match the same rows.
-std::expected<uint64_t, StoreError> Store::Writer::fold_ledger(sql::Stmt& select, sql::Stmt& del, int64_t arg) {
+std::expected<uint64_t, StoreError> Store::Writer::fold_ledger(sql::Stmt& select, sql::Stmt& del, int64_t arg,
+                                                               std::optional<int64_t> arg2) {
   using Key = std::tuple<int64_t, std::string, std::string, std::string, std::string, std::string, std::string>;
   struct Sum {
     Decimal quantity, cost;
@@ -328,6 +379,7 @@ std::expected<uint64_t, StoreError> Store::Writer::fold_ledger(sql::Stmt& select
   {
     sql::ResetOnExit reset(select);
     select.bind(1, arg);
+    if (arg2) select.bind(2, *arg2);
     int rc;
     while ((rc = select.step()) == SQLITE_ROW) {
       ++folded;
@@ -335,15 +387,12 @@ std::expected<uint64_t, StoreError> Store::Writer::fold_ledger(sql::Stmt& select
       if (!ledger_record_charges(kind, select.text(2))) continue;
       Key base{day_start(select.int64(0)), std::string(select.text(3)), std::string(select.text(4)),
                std::string(select.text(5)), std::string(select.text(6)), std::string(select.text(7)), std::string()};
-      auto cost = Decimal::parse(select.text(9), true);
-      if (!cost) return std::unexpected(StoreError{StoreErrc::corrupt, 0, "ledger total_cost: " + cost.error().message()});
+      auto amounts = decode_ledger_amounts(select.blob(8));
+      if (!amounts) return std::unexpected(StoreError{StoreErrc::corrupt, 0, amounts.error().detail});
       Sum& whole = sums[base];
-      whole.cost = whole.cost.saturating_add(*cost);
+      whole.cost = whole.cost.saturating_add(amounts->total_cost);
       ++whole.records;
-      if (select.blob(8).empty()) continue;
-      auto items = decode_ledger_items(select.blob(8));
-      if (!items) return std::unexpected(StoreError{StoreErrc::corrupt, 0, items.error().detail});
-      for (const auto& item : *items) {
+      for (const auto& item : amounts->items) {
         Key k = base;
         std::get<6>(k) = item.resource;
         Sum& sum = sums[k];
@@ -387,6 +436,7 @@ std::expected<uint64_t, StoreError> Store::Writer::fold_ledger(sql::Stmt& select
     if (auto e = run(fold_put_, "write a daily aggregate"); !e) return std::unexpected(e.error());
   }
   del.bind(1, arg);
+  if (arg2) del.bind(2, *arg2);
   if (auto e = run(del, "delete folded ledger records"); !e) return std::unexpected(e.error());
   return folded;
 }
@@ -401,20 +451,21 @@ std::expected<uint64_t, StoreError> Store::Writer::fold(const Fold& f) {
   return folded;
 }
 
-// The memory bound: the oldest records (by seq, the order they were written) beyond
-// max_records_ fold like retention's, so Summary totals keep counting them.
+// The memory bound: the oldest records (by recorded_at, then seq) beyond max_records_ fold
+// like retention's, so Summary totals keep counting them.
 std::expected<uint64_t, StoreError> Store::Writer::trim_to_bound(uint64_t rows) {
   uint64_t excess = rows - max_records_;
-  int64_t last_seq;
+  int64_t last_time, last_seq;
   {
-    sql::ResetOnExit reset(nth_seq_);
-    nth_seq_.bind(1, static_cast<int64_t>(excess - 1));
-    int rc = nth_seq_.step();
+    sql::ResetOnExit reset(nth_oldest_);
+    nth_oldest_.bind(1, static_cast<int64_t>(excess - 1));
+    int rc = nth_oldest_.step();
     if (rc == SQLITE_DONE) return 0;  // fewer rows than counted: nothing to trim
     if (rc != SQLITE_ROW) return std::unexpected(sql::error(db_.get(), rc, "find the oldest ledger records"));
-    last_seq = nth_seq_.int64(0);
+    last_time = nth_oldest_.int64(0);
+    last_seq = nth_oldest_.int64(1);
   }
-  return fold_ledger(fold_by_seq_, del_by_seq_, last_seq);
+  return fold_ledger(fold_by_key_, del_by_key_, last_time, last_seq);
 }
 
 }  // namespace budgetd::daemon

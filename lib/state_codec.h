@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,5 +66,22 @@ std::string encode_ledger_items(const std::vector<LedgerItem>& items);
 Result<std::vector<LedgerItem>> decode_ledger_items(std::string_view blob);
 std::string encode_labels(const std::map<std::string, std::string>& labels);
 Result<std::map<std::string, std::string>> decode_labels(std::string_view blob);
+
+// The store's ledger row (schema 2) keeps two blobs besides its filter columns:
+// amounts: the record's total cost, then its priced lines; each decimal is its raw 128-bit
+// value zigzagged, as a length byte and that many little-endian bytes (no decimal text to
+// print or parse). details: what Records gives back but nothing filters on: id, uid, pid,
+// detail, idempotency key and the labels except `skip_labels` (the store's columns).
+struct LedgerAmounts {
+  Decimal total_cost;
+  std::vector<LedgerItem> items;
+};
+void encode_ledger_amounts(Decimal total_cost, const std::vector<LedgerItem>& items, std::string& out);
+Result<LedgerAmounts> decode_ledger_amounts(std::string_view blob);
+// Just the total (summaries of charges without their lines).
+Result<Decimal> decode_ledger_total(std::string_view blob);
+void encode_ledger_details(const LedgerRecord& r, std::span<const std::string_view> skip_labels, std::string& out);
+// Fills r's id, uid, pid, detail, idempotency_key and adds the labels.
+Result<void> decode_ledger_details(std::string_view blob, LedgerRecord& r);
 
 }  // namespace budgetd

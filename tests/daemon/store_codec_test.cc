@@ -195,5 +195,51 @@ TEST(StateCodec, LedgerItemsAndLabelsRoundTrip) {
   EXPECT_FALSE(decode_labels(blob).has_value());  // items are not labels
 }
 
+TEST(StateCodec, LedgerAmountsAndDetailsRoundTrip) {
+  LedgerRecord r;
+  r.id = "0b6f7c1e-1b2c-4d3e-8f40-000000000001";
+  r.uid = 4'000'000'000u;
+  r.pid = -7;
+  r.detail = std::string(300, 'd');  // a length past one varint byte
+  r.idempotency_key = "key";
+  r.labels = {{"agent", "planner"}, {"model", "gpt-4o"}, {"endpoint", "/v1/chat"}, {"team", "x"}};
+  r.items = {LedgerItem{"tokens_in", *Decimal::parse("1000", true), "1000 tokens", *Decimal::parse("0.0025", true),
+                        *Decimal::parse("0.0025", true)},
+             LedgerItem{"cost", Decimal::max(), "USD", Decimal::from_raw(-Decimal::kMaxRaw - 1), *Decimal::parse("-0.000000000001", true)},
+             LedgerItem{"zero", Decimal{}, "", Decimal{}, Decimal{}}};
+  r.total_cost = *Decimal::parse("12345.678", true);
+  std::string amounts;
+  encode_ledger_amounts(r.total_cost, r.items, amounts);
+  auto a = decode_ledger_amounts(amounts);
+  ASSERT_TRUE(a.has_value()) << a.error().detail;
+  EXPECT_EQ(a->total_cost, r.total_cost);
+  EXPECT_EQ(a->items, r.items);
+  EXPECT_EQ(*decode_ledger_total(amounts), r.total_cost);
+  for (std::size_t n = 0; n < amounts.size(); ++n)
+    EXPECT_FALSE(decode_ledger_amounts(std::string_view(amounts).substr(0, n)).has_value()) << n;
+  std::string bad_length = amounts;
+  bad_length[1] = 17;  // the total's length byte: more than 16 bytes
+  EXPECT_FALSE(decode_ledger_amounts(bad_length).has_value());
+
+  constexpr std::string_view skip[] = {"agent", "model"};
+  std::string details;
+  encode_ledger_details(r, skip, details);
+  LedgerRecord back;
+  ASSERT_TRUE(decode_ledger_details(details, back).has_value());
+  EXPECT_EQ(back.id, r.id);
+  EXPECT_EQ(back.uid, r.uid);
+  EXPECT_EQ(back.pid, r.pid);
+  EXPECT_EQ(back.detail, r.detail);
+  EXPECT_EQ(back.idempotency_key, r.idempotency_key);
+  EXPECT_EQ(back.labels, (std::map<std::string, std::string>{{"endpoint", "/v1/chat"}, {"team", "x"}}));
+  for (std::size_t n = 0; n < details.size(); ++n) {
+    LedgerRecord partial;
+    EXPECT_FALSE(decode_ledger_details(std::string_view(details).substr(0, n), partial).has_value()) << n;
+  }
+  LedgerRecord wrong;
+  EXPECT_FALSE(decode_ledger_details(amounts, wrong).has_value());  // another blob's tag
+}
+
+
 }  // namespace
 }  // namespace budgetd

@@ -1,6 +1,7 @@
 // The ledger's read side: exact decimal sums, grouping, scope prefixes, paging by cursor
 // with filters, and retention folding that keeps summaries identical while Records drops
 // the folded records.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <set>
@@ -365,6 +366,49 @@ TEST_F(StoreLedger, RetentionFoldKeepsSummariesAndDropsOldRecords) {
   EXPECT_EQ(loaded->idempotency[0].key, "new");
   EXPECT_EQ(loaded->ledger.records, 100u);
   EXPECT_GT(loaded->ledger.daily_rows, 0u);
+}
+
+// For profiling the writer (valgrind --tool=callgrind --toggle-collect='*Writer::apply*'):
+// 50,000 RecordUsage-like records in batches of 100, in memory.
+TEST(StoreLedgerCost, DISABLED_Write50kRecords) {
+  TestLoop loop;
+  StoreOptions o;
+  o.durability = Durability::none;
+  o.loop = loop.get();
+  o.retention_days = 0;
+  auto s = Store::open(o);
+  ASSERT_TRUE(s.has_value()) << s.error().detail;
+  auto& store = **s;
+  constexpr int kRecords = 50'000, kPerBatch = 100;
+  for (int b = 0; b < kRecords / kPerBatch; ++b) {
+    StoreWrite w;
+    for (int i = 0; i < kPerBatch; ++i) {
+      int n = b * kPerBatch + i;
+      LedgerRecord r;
+      r.id = fmt::format("{:08x}-1b2c-4d3e-8f40-{:012x}", n * 2654435761u, n * 40503u);
+      r.kind = LedgerKind::usage;
+      r.recorded_at = at_usec(kT0 + n * 37);
+      r.uid = 1000;
+      r.pid = 4000 + n % 50;
+      r.process = std::to_string(4000 + n % 50);
+      r.scope = "org/acme/team/research/user/u" + std::to_string(n % 20);
+      r.labels = {{"agent", "planner"}, {"model", "gpt-4o"}};
+      r.items = {LedgerItem{"tokens_in", Decimal::from_int(1200 + static_cast<uint64_t>(n % 300)), "1000 tokens",
+                            dec("0.0025"), dec("0.003")},
+                 LedgerItem{"tokens_out", Decimal::from_int(350), "1000 tokens", dec("0.01"), dec("0.0035")},
+                 LedgerItem{"llm_calls", dec("1"), "count", dec("0"), dec("0")}};
+      r.total_cost = dec("0.0065");
+      w.ledger.push_back(std::move(r));
+    }
+    store.submit(std::move(w));
+    if (b % 10 == 9) store.flush();
+  }
+  store.flush();
+  auto st = store.stats();
+  EXPECT_EQ(st.ledger_records_written, static_cast<uint64_t>(kRecords));
+  std::printf("[cost] %d records in %llu transactions, %.0f records/s in transactions\n", kRecords,
+              static_cast<unsigned long long>(st.transactions),
+              kRecords / (static_cast<double>(st.commit_usec_total) / 1e6));
 }
 
 }  // namespace

@@ -338,6 +338,15 @@ TEST(StoreState, WrongSchemaVersionIsRefused) {
   ASSERT_FALSE(s.has_value());
   EXPECT_NE(s.error().detail.find("schema version 7"), std::string::npos) << s.error().detail;
   EXPECT_NE(s.error().detail.find(dir.db()), std::string::npos);
+
+  // A version 1 file (the rowid ledger with decimal text) is refused the same way.
+  ASSERT_EQ(sqlite3_open(dir.db().c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 1", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  s = Store::open(options_for(loop, dir));
+  ASSERT_FALSE(s.has_value());
+  EXPECT_NE(s.error().detail.find("schema version 1, this budgetd reads version 2"), std::string::npos)
+      << s.error().detail;
 }
 
 TEST(StoreState, AnotherApplicationsDatabaseIsRefused) {
