@@ -142,6 +142,8 @@ Result<CommitResult> Engine::commit(uint64_t id, const UsageReport& actual) {
     r = resolve_hold(ex->second);
     expired_ids_.erase(ex);
   }
+  // The hold (and the thread id `r` viewed in it) is freed above; view the copy instead.
+  r.thread_id = out.thread;
   auto rec = record_resolved(r, actual, std::nullopt);
   if (!rec) return std::unexpected(rec.error());
   out.violations = std::move(rec->violations);

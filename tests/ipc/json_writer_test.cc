@@ -127,7 +127,8 @@ TEST(JsonWriter, DecimalsAreDecimalToString) {
                                 Decimal::kMaxRaw, -Decimal::kMaxRaw, -Decimal::kMaxRaw - 1};
   for (int i = 0; i < 2000; ++i) {
     __int128 r = static_cast<__int128>(rng() >> (rng() % 64));
-    if (i % 3 == 0) r = r * static_cast<__int128>(rng());  // past 64 bits
+    // Past 64 bits; multiplied unsigned and halved, so neither the product nor -r overflows.
+    if (i % 3 == 0) r = static_cast<__int128>((static_cast<unsigned __int128>(r) * rng()) >> 1);
     if (i % 2 == 0) r = -r;
     raws.push_back(r);
   }
