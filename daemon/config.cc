@@ -773,9 +773,17 @@ void Parser::parse_store(const toml::table& t, Config& out) {
   if (const auto* n = t.get("retention_days"))
     if (auto v = integer(*n, "store.retention_days", 1, kMaxRetentionDays))
       out.store.retention_days = static_cast<uint32_t>(*v);
-  if (const auto* n = t.get("idempotency_retention_hours"))
+  if (const auto* n = t.get("idempotency_retention_hours")) {
     if (auto v = integer(*n, "store.idempotency_retention_hours", 1, kMaxIdempotencyHours))
       out.store.idempotency_retention_hours = static_cast<uint32_t>(*v);
+    // The store forgets replies with the records, after retention_days: a longer promise
+    // could not be kept across a restart.
+    if (uint64_t{out.store.idempotency_retention_hours} > uint64_t{out.store.retention_days} * 24)
+      error(*n, "store.idempotency_retention_hours",
+            fmt::format("{} hours is longer than store.retention_days ({} days), for which the store keeps "
+                        "replies at most",
+                        out.store.idempotency_retention_hours, out.store.retention_days));
+  }
   if (const auto* n = t.get("max_size_mb"))
     if (auto v = integer(*n, "store.max_size_mb", 0, kMaxStoreSizeMb))
       out.store.max_size_mb = static_cast<uint64_t>(*v);

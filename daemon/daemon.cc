@@ -19,6 +19,10 @@ namespace budgetd::daemon {
 
 namespace {
 
+// The size cap in SQLite pages (the default page size, 4096 bytes, which the store keeps).
+uint64_t page_limit(const StoreConfig& c) { return c.max_size_mb * 1024 * 1024 / 4096; }
+
+
 // The engine takes the process, thread and hold bounds from the [bounds] section.
 EngineConfig engine_config_of(const Config& c) {
   EngineConfig e = c.engine;
@@ -70,7 +74,10 @@ Manager::Manager(Config config, ResourceRegistry resources, Options options)
     s->data = this;
   }
   sample_usec_ = monotonic_usec();
-  guid_rng_.seed(std::random_device{}());
+  // Eight words of entropy, not one: ledger ids must not repeat across restarts.
+  std::random_device entropy;
+  std::seed_seq seed{entropy(), entropy(), entropy(), entropy(), entropy(), entropy(), entropy(), entropy()};
+  guid_rng_.seed(seed);
   apply_config(config_, true);
 }
 
@@ -171,7 +178,7 @@ Result<void> Manager::reload() {
           log_warning("config: store.state_dir, durability, batch_window_ms and retention_days take "
                       "effect at the next start");
         if (was.max_size_mb != next->store.max_size_mb)
-          store_->set_page_limit(next->store.max_size_mb * 1024 * 1024 / 4096);
+          store_->set_page_limit(page_limit(next->store));
       }
       config_ = std::move(*next);
       log_info("reload: configuration applied; usage kept");
@@ -342,7 +349,9 @@ ipc::Service::Outcome Manager::dispatch(Connection& c, std::string_view message,
   current_connection_ = nullptr;
   // In "ack", any call that changed durable state (an allocation, a limit, a ledger
   // record) is answered once that change is on disk, not only usage reports.
-  if (store_ && !store_failed_ && (engine_.has_changes() || !pending_write_.ledger.empty()) &&
+  // Also while the store fails: such a reply waits for the retry to succeed (or its
+  // connection is closed at the next failure), never acknowledged before it is on disk.
+  if (store_ && (engine_.has_changes() || !pending_write_.ledger.empty()) &&
       (config_.store.durability == StoreConfig::Durability::ack || undurable_records_ > kMaxUndurableRecords))
     call_durable_ = true;
   if (call_durable_) {
@@ -351,8 +360,9 @@ ipc::Service::Outcome Manager::dispatch(Connection& c, std::string_view message,
     // submit per iteration, however many calls); the reply waits for that submission.
     epoch_needed_ = true;
     if (out.size() > before && !c.closing()) {  // a oneway call has no reply to hold
+      // held_ lists a connection once: from its first hold until on_commit drains it.
+      if (c.held_bytes() == 0 && std::find(held_.begin(), held_.end(), &c) == held_.end()) held_.push_back(&c);
       c.hold_output_until(next_epoch_);
-      if (std::find(held_.begin(), held_.end(), &c) == held_.end()) held_.push_back(&c);
     }
   }
   return outcome;
@@ -577,8 +587,7 @@ std::expected<void, std::string> Manager::open_store() {
     return std::unexpected(fmt::format("the state in {} cannot be restored: {}", (*opened)->path(),
                                        r.error().message()));
   store_ = std::move(*opened);
-  // SQLite's default page size; the cap is a whole number of pages.
-  if (config_.store.max_size_mb > 0) store_->set_page_limit(config_.store.max_size_mb * 1024 * 1024 / 4096);
+  if (config_.store.max_size_mb > 0) store_->set_page_limit(page_limit(config_.store));
   store_->set_commit_callback([this](uint64_t seq, const StoreError* e) { on_commit(seq, e); });
   // The file's templates and rate limits win over stored copies of them (the operator
   // edited the file while budgetd was down); limits set live on scopes stay as stored.
@@ -748,7 +757,10 @@ void Manager::remember_reply(std::string_view method, uint32_t uid, std::string_
   std::string k = reply_key(method, uid, key);
   auto [it, fresh] = replies_.insert_or_assign(k, Remembered{std::string(reply), now});
   (void)it;
-  if (fresh) reply_order_.emplace_back(now, k);
+  (void)fresh;
+  // Always a new order entry: one for a key answered again after its horizon replaces the
+  // old entry, whose time no longer matches (forget_old_replies skips it).
+  reply_order_.emplace_back(now, k);
   pending_write_.idempotency.push_back(IdempotencyEntry{std::string(method), uid, std::string(key),
                                                        std::string(reply), now});
   forget_old_replies();

@@ -183,7 +183,8 @@ void record_usage(CallContext& ctx) {
   rec.labels = std::move(labels);
   add_priced(rec, std::move(*priced));
   ctx.hooks.append(std::move(rec));
-  if (ctx.call.oneway) return;
+  // A oneway call is answered only when its key must remember the answer a retry gets.
+  if (ctx.call.oneway && ctx.remember_key.empty()) return;
   auto& w = ctx.reply.ok();
   w.key("usage");
   write_usage(w, r->usage, r->elapsed_seconds);
@@ -256,6 +257,8 @@ void consume(CallContext& ctx) {
   }
   req.allow_partial = ctx.params.bool_or("allow_partial", false);
   req.context = std::string(ctx.params.str_or("context", ""));
+  // It is kept with a pending request and in the ledger: bounded like a label.
+  if (req.context.size() > kMaxLabelValueBytes) ctx.params.fail("context");
   std::string_view key = read_idempotency_key(ctx.params);
   auto labels = read_labels(ctx.params);
   if (!params_ok(ctx)) return;

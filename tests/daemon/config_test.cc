@@ -758,6 +758,14 @@ TEST(ConfigStore, TopLevelStateDirStillWorksButNotAlongsideStore) {
                    "state_dir: also set as store.state_dir on line 3; keep one");
 }
 
+TEST(ConfigStore, IdempotencyCannotOutliveTheRecords) {
+  expect_one_error("[store]\nretention_days = 1\nidempotency_retention_hours = 48\n", 3, 31,
+                   "store.idempotency_retention_hours: 48 hours is longer than store.retention_days (1 days), "
+                   "for which the store keeps replies at most");
+  EXPECT_EQ(parse_ok("[store]\nretention_days = 2\nidempotency_retention_hours = 48\n").store.idempotency_retention_hours,
+            48u);
+}
+
 TEST(ConfigStore, Errors) {
   expect_one_error("[store]\ndurability = \"fsync\"\n", 2, 14,
                    "store.durability: unknown durability \"fsync\" (expected ack, batch or none)");

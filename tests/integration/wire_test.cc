@@ -281,6 +281,14 @@ TEST(Wire, IdempotencyKeyCountsARetriedReportOnce) {
     call_ok(c, agent("RecordUsage"),
             {{"process", "env-1"}, {"tool_calls", 1}, {"idempotency_key", "k1"}});
   EXPECT_EQ(call_ok(c, agent("GetUsage"), {{"process", "env-1"}})["usage"]["tool_calls"], 1);
+
+  // A oneway report with a key, retried with a reply: counted once, and the retry gets the
+  // answer the oneway call would have had (usage included), not an empty one.
+  ASSERT_TRUE(c.send_call(agent("RecordUsage"), {{"process", "env-2"}, {"tool_calls", 1}, {"idempotency_key", "ow"}},
+                          client::CallFlags{.oneway = true}));
+  Json retried = call_ok(c, agent("RecordUsage"), {{"process", "env-2"}, {"tool_calls", 1}, {"idempotency_key", "ow"}});
+  EXPECT_EQ(retried["usage"]["tool_calls"], 1) << retried;
+  EXPECT_EQ(call_ok(c, agent("GetUsage"), {{"process", "env-2"}})["usage"]["tool_calls"], 1);
 }
 
 TEST(Wire, AgentConsume) {
