@@ -24,12 +24,6 @@ constexpr std::string_view kAdmin = "io.budgetd.Admin.";
 constexpr uint64_t kDefaultPage = 1000;
 constexpr uint64_t kMaxPage = 10'000;
 
-bool params_ok(CallContext& ctx) {
-  if (ctx.params.ok()) return true;
-  ctx.reply.invalid_parameter(ctx.params.bad());
-  return false;
-}
-
 // Every Admin method goes through this: non-operators are refused before anything is read.
 template <Handler H>
 void operator_only(CallContext& ctx) {
@@ -45,12 +39,6 @@ template <Handler H>
 void audited(CallContext& ctx) {
   operator_only<H>(ctx);
   if (ctx.peer.is_operator && !ctx.reply.is_error()) audit(ctx);
-}
-
-// An optional string parameter whose presence matters ("" is a value: it clears).
-std::optional<std::string_view> opt_str(Params& p, std::string_view name) {
-  if (!p.has(name)) return std::nullopt;
-  return p.str(name);
 }
 
 // offset and limit of a paged list.

@@ -44,12 +44,6 @@ std::optional<std::string_view> process_param(CallContext& ctx, std::string_view
   return pid;
 }
 
-bool params_ok(CallContext& ctx) {
-  if (ctx.params.ok()) return true;
-  ctx.reply.invalid_parameter(ctx.params.bad());
-  return false;
-}
-
 // Reads optional "amounts": [{resource, amount}] into `out`. On false the reply is written
 // (InvalidParameter for this or any earlier bad parameter).
 bool read_amounts(CallContext& ctx, ChargeList& out) {

@@ -1,6 +1,7 @@
 // The method table: each interface registers its handlers with the Service.
 #pragma once
 
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -25,6 +26,20 @@ void write_event(JsonWriter& w, const Event& e);
 // May `peer` act on `process`? Operators always; an agent on its own pid, its descendants,
 // and logical ids its uid created (the owner recorded at allocation).
 bool may_act_on(CallContext& ctx, std::string_view process);
+
+// After a handler read its parameters: true when all were well formed; otherwise answers
+// InvalidParameter naming the first bad one.
+inline bool params_ok(CallContext& ctx) {
+  if (ctx.params.ok()) return true;
+  ctx.reply.invalid_parameter(ctx.params.bad());
+  return false;
+}
+
+// An optional string parameter whose presence matters ("" is a value: it clears).
+inline std::optional<std::string_view> opt_str(Params& p, std::string_view name) {
+  if (!p.has(name)) return std::nullopt;
+  return p.str(name);
+}
 
 // Admin.Reset and Usage.Reset: zeroes the usage of exactly one of scope, process or thread.
 void reset_usage(CallContext& ctx);

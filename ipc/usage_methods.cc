@@ -26,12 +26,6 @@ constexpr uint64_t kMaxPage = 1000;  // RecordFilter's bound, and the same for T
 // (tokens_in, tokens_out), a combined count, and seed 004's "token" resource.
 constexpr std::string_view kTokenResources[] = {"tokens_in", "tokens_out", "tokens", "token"};
 
-bool params_ok(CallContext& ctx) {
-  if (ctx.params.ok()) return true;
-  ctx.reply.invalid_parameter(ctx.params.bad());
-  return false;
-}
-
 template <Handler H>
 void operator_only(CallContext& ctx) {
   if (!ctx.peer.is_operator)
@@ -54,11 +48,6 @@ LedgerReader* ledger_or_fail(CallContext& ctx) {
 void ledger_failed(CallContext& ctx, const Error& e) {
   if (e.code == Errc::invalid_argument || e.code == Errc::invalid_id) return ctx.reply.fail(e);
   ctx.reply.error(err::kStorageFailed).field("message", e.message());
-}
-
-std::optional<std::string_view> opt_str(Params& p, std::string_view name) {
-  if (!p.has(name)) return std::nullopt;
-  return p.str(name);
 }
 
 // An instant parameter: what parse_utc accepts, RFC 3339 UTC or a plain date. A date that
