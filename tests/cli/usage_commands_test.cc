@@ -18,98 +18,18 @@
 #include <vector>
 
 #include "cli/budgetctl_args.h"
+#include "tests/cli/fake_server.h"
 
 namespace budgetd::cli {
 namespace {
 
 std::vector<std::string> v(std::initializer_list<std::string> l) { return l; }
 
-// Answers each call with handler(call), one connection at a time, until destroyed.
-class FakeDaemon {
- public:
-  using Handler = std::function<Json(const Json& call)>;
-
-  explicit FakeDaemon(Handler handler) : handler_(std::move(handler)) {
-    char tmpl[] = "/tmp/budgetctl-usage-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    path_ = dir_ + "/sock";
-    listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(listen_fd_, 4) != 0 || ::pipe2(stop_, O_CLOEXEC) != 0) {
-      ADD_FAILURE() << "fake daemon on " << path_;
-    }
-    thread_ = std::thread([this] { loop(); });
-  }
-  ~FakeDaemon() {
-    char c = 1;
-    [[maybe_unused]] auto n = ::write(stop_[1], &c, 1);
-    thread_.join();
-    ::close(listen_fd_);
-    ::close(stop_[0]);
-    ::close(stop_[1]);
-    std::filesystem::remove_all(dir_);
-  }
-
-  const std::string& path() const { return path_; }
-  std::vector<Json> calls() {
-    std::lock_guard lock(mu_);
-    return calls_;
-  }
-
- private:
-  bool wait(int fd) {  // false when asked to stop
-    pollfd p[2] = {{fd, POLLIN, 0}, {stop_[0], POLLIN, 0}};
-    while (::poll(p, 2, -1) < 0) {
-    }
-    return !(p[1].revents & POLLIN);
-  }
-  void loop() {
-    while (wait(listen_fd_)) {
-      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      serve(fd);
-      ::close(fd);
-    }
-  }
-  void serve(int fd) {
-    std::string buf;
-    while (wait(fd)) {
-      char tmp[4096];
-      ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
-      if (n <= 0) return;
-      buf.append(tmp, static_cast<std::size_t>(n));
-      for (std::size_t nul; (nul = buf.find('\0')) != std::string::npos;) {
-        Json call = Json::parse(buf.substr(0, nul), nullptr, false);
-        buf.erase(0, nul + 1);
-        {
-          std::lock_guard lock(mu_);
-          calls_.push_back(call);
-        }
-        std::string frame = handler_(call).dump();
-        frame.push_back('\0');
-        if (::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(frame.size()))
-          return;
-      }
-    }
-  }
-
-  Handler handler_;
-  std::string dir_, path_;
-  int listen_fd_ = -1;
-  int stop_[2] = {-1, -1};
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<Json> calls_;
-};
-
 struct Run {
   int status;
   std::string out, err;
 };
-Run run_cli(const FakeDaemon& d, std::vector<std::string> args) {
+Run run_cli(const FakeServer& d, std::vector<std::string> args) {
   args.insert(args.begin(), {"--socket", d.path()});
   std::ostringstream out, err;
   int st = run(args, out, err);
@@ -358,7 +278,7 @@ TEST(BudgetctlUsageFormat, ThreadsThreadAgent) {
 // ---- Whole invocations ----------------------------------------------------------------------------
 
 TEST(BudgetctlUsageRun, TablesAndJson) {
-  FakeDaemon d(usage_handler);
+  FakeServer d([](const Json& call) { return std::vector<Json>{usage_handler(call)}; });
   auto r = run_cli(d, {"usage", "summary", "2024-01-01", "2024-01-31", "by=model"});
   EXPECT_EQ(r.status, kExitOk) << r.err;
   EXPECT_EQ(r.out, format_usage("summary", kSummary));
@@ -392,7 +312,7 @@ TEST(BudgetctlUsageRun, TablesAndJson) {
 }
 
 TEST(BudgetctlUsageRun, ErrorRepliesExitOne) {
-  FakeDaemon d(usage_handler);
+  FakeServer d([](const Json& call) { return std::vector<Json>{usage_handler(call)}; });
   auto r = run_cli(d, {"usage", "thread", "nope"});
   EXPECT_EQ(r.status, kExitErrorReply);
   EXPECT_EQ(r.out, "");
